@@ -1,0 +1,25 @@
+// The torch half of include/unime/runtime.h: threads and internal-error reporting.
+#include <cstdio>
+#include <thread>
+
+#include "unime/runtime.h"
+
+namespace unime {
+
+int set_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  torch::set_num_threads(n);
+  return torch::get_num_threads();
+}
+
+int report_internal_error(const std::exception& e) {
+  if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) {
+    std::fprintf(stderr, "internal error: %s\n", c10e->what_without_backtrace());
+  } else {
+    std::fprintf(stderr, "internal error: %s\n", e.what());
+  }
+  return 2;
+}
+
+}  // namespace unime
