@@ -1,0 +1,356 @@
+// config.json parsing with Hugging Face's class defaults (see hf-config.h).
+#include "io/hf-config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace unime::io {
+
+using nlohmann::json;
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::Llama: return "LlamaForCausalLM";
+    case Arch::Mistral: return "MistralForCausalLM";
+    case Arch::Qwen2: return "Qwen2ForCausalLM";
+    case Arch::ClipVision: return "CLIPVisionModel";
+    case Arch::Clip: return "CLIPModel";
+    case Arch::Llava: return "LlavaForConditionalGeneration";
+  }
+  return "?";
+}
+
+static const Arch kAllArchs[] = {Arch::Llama,      Arch::Mistral, Arch::Qwen2,
+                                 Arch::ClipVision, Arch::Clip,    Arch::Llava};
+
+std::string supported_arch_names() {
+  std::string s;
+  for (Arch a : kAllArchs) s += (s.empty() ? "" : ", ") + std::string(arch_name(a));
+  return s;
+}
+
+namespace {
+
+// Typed field readers: absent or null -> keep the default; wrong type -> clear error.
+struct Reader {
+  const json& j;
+  std::string where;  // "config.json: text_config"
+
+  bool has(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
+
+  template <class T>
+  void get(const char* key, T& out) const {
+    if (!has(key)) return;
+    const json& v = j.at(key);
+    try {
+      if constexpr (std::is_same_v<T, bool>) {
+        UNIME_CHECK(v.is_boolean(), where, ": '", key, "' must be a boolean, got ", v.dump());
+        out = v.get<bool>();
+      } else if constexpr (std::is_integral_v<T>) {
+        UNIME_CHECK(v.is_number_integer(), where, ": '", key, "' must be an integer, got ", v.dump());
+        out = v.get<T>();
+      } else if constexpr (std::is_floating_point_v<T>) {
+        UNIME_CHECK(v.is_number(), where, ": '", key, "' must be a number, got ", v.dump());
+        out = v.get<T>();
+      } else {
+        UNIME_CHECK(v.is_string(), where, ": '", key, "' must be a string, got ", v.dump());
+        out = v.get<std::string>();
+      }
+    } catch (const json::exception& e) {
+      throw Error(str(where, ": '", key, "': ", e.what()));
+    }
+  }
+  void get_opt(const char* key, std::optional<int64_t>& out) const {
+    if (!has(key)) return;
+    const json& v = j.at(key);
+    if (v.is_array() && !v.empty() && v[0].is_number_integer()) {  // eos_token_id may be a list
+      out = v[0].get<int64_t>();
+      return;
+    }
+    UNIME_CHECK(v.is_number_integer(), where, ": '", key, "' must be an integer, got ", v.dump());
+    out = v.get<int64_t>();
+  }
+};
+
+void require_positive(const std::string& where, const char* key, int64_t v) {
+  UNIME_CHECK(v > 0, where, ": '", key, "' must be positive, got ", v);
+}
+
+DecoderConfig parse_decoder(const json& j, const std::string& model_type, const std::string& where) {
+  DecoderConfig c;
+  c.model_type = model_type;
+  // HF class defaults that differ from LlamaConfig's
+  if (model_type == "mistral") {
+    c.intermediate_size = 14336;
+    c.num_key_value_heads = 8;
+    c.max_position_embeddings = 4096 * 32;
+    c.sliding_window = 4096;
+  } else if (model_type == "qwen2") {
+    c.vocab_size = 151936;
+    c.intermediate_size = 22016;
+    c.max_position_embeddings = 32768;
+    c.qkv_bias = true;
+    c.max_window_layers = 28;
+  } else if (model_type != "llama") {
+    throw Error(str(where, ": unsupported decoder model_type '", model_type,
+                    "'; supported: llama, mistral, qwen2"));
+  }
+  Reader r{j, where};
+  r.get("vocab_size", c.vocab_size);
+  r.get("hidden_size", c.hidden_size);
+  r.get("intermediate_size", c.intermediate_size);
+  r.get("num_hidden_layers", c.num_hidden_layers);
+  r.get("num_attention_heads", c.num_attention_heads);
+  c.num_key_value_heads = model_type == "llama" ? c.num_attention_heads : c.num_key_value_heads;
+  if (model_type == "qwen2") c.num_key_value_heads = c.num_attention_heads;
+  r.get("num_key_value_heads", c.num_key_value_heads);
+  r.get("max_position_embeddings", c.max_position_embeddings);
+  r.get("rms_norm_eps", c.rms_norm_eps);
+  r.get("rope_theta", c.rope_theta);
+  r.get("hidden_act", c.hidden_act);
+  r.get("tie_word_embeddings", c.tie_word_embeddings);
+  r.get_opt("bos_token_id", c.bos_token_id);
+  r.get_opt("eos_token_id", c.eos_token_id);
+  r.get_opt("pad_token_id", c.pad_token_id);
+  for (auto [k, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                      {"intermediate_size", c.intermediate_size},
+                      {"num_hidden_layers", c.num_hidden_layers},
+                      {"num_attention_heads", c.num_attention_heads},
+                      {"num_key_value_heads", c.num_key_value_heads},
+                      {"max_position_embeddings", c.max_position_embeddings}})
+    require_positive(where, k, v);
+  UNIME_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, where,
+              ": num_attention_heads (", c.num_attention_heads,
+              ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  r.get("head_dim", c.head_dim);
+  require_positive(where, "head_dim", c.head_dim);
+  UNIME_CHECK(c.head_dim % 2 == 0, where, ": head_dim must be even for RoPE, got ", c.head_dim);
+  UNIME_CHECK(c.hidden_act == "silu", where, ": hidden_act '", c.hidden_act,
+              "' is not supported for ", model_type, " (expected silu)");
+  if (model_type == "llama") {
+    r.get("attention_bias", c.attention_bias);
+    r.get("mlp_bias", c.mlp_bias);
+    c.qkv_bias = c.o_bias = c.attention_bias;
+  } else if (model_type == "mistral") {
+    if (j.contains("sliding_window")) {
+      const json& sw = j.at("sliding_window");
+      if (sw.is_null()) c.sliding_window = 0;
+      else r.get("sliding_window", c.sliding_window);
+    }
+  } else {  // qwen2: window only when use_sliding_window, on layers >= max_window_layers
+    bool use_sw = false;
+    r.get("use_sliding_window", use_sw);
+    int64_t sw = 4096;
+    r.get("sliding_window", sw);
+    r.get("max_window_layers", c.max_window_layers);
+    c.sliding_window = use_sw ? sw : 0;
+  }
+  UNIME_CHECK(c.sliding_window >= 0, where, ": sliding_window must be >= 0");
+  // rope_scaling: {"rope_type"|"type": ..., "factor": ...}
+  if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
+    const json& rs = j.at("rope_scaling");
+    UNIME_CHECK(rs.is_object(), where, ": rope_scaling must be an object, got ", rs.dump());
+    Reader rr{rs, where + ": rope_scaling"};
+    std::string type = "default";
+    rr.get("type", type);
+    rr.get("rope_type", type);
+    if (type == "default") {
+      c.rope_type = RopeType::Default;
+    } else if (type == "linear") {
+      c.rope_type = RopeType::Linear;
+      rr.get("factor", c.rope_factor);
+    } else if (type == "llama3") {
+      c.rope_type = RopeType::Llama3;
+      rr.get("factor", c.rope_factor);
+      rr.get("low_freq_factor", c.rope_low_freq_factor);
+      rr.get("high_freq_factor", c.rope_high_freq_factor);
+      rr.get("original_max_position_embeddings", c.rope_original_max_position_embeddings);
+      UNIME_CHECK(c.rope_high_freq_factor != c.rope_low_freq_factor, where,
+                  ": rope_scaling high_freq_factor must differ from low_freq_factor");
+    } else {
+      throw Error(str(where, ": rope_scaling type '", type,
+                      "' is not supported; supported: default, linear, llama3"));
+    }
+    UNIME_CHECK(c.rope_factor > 0, where, ": rope_scaling factor must be positive");
+  }
+  return c;
+}
+
+ClipVisionConfig parse_clip_vision(const json& j, const std::string& where, bool llava_defaults) {
+  ClipVisionConfig c;
+  if (llava_defaults) {  // LlavaConfig's vision_config default: CLIP ViT-L/14-336
+    c.intermediate_size = 4096;
+    c.hidden_size = 1024;
+    c.patch_size = 14;
+    c.image_size = 336;
+    c.num_hidden_layers = 24;
+    c.num_attention_heads = 16;
+    c.projection_dim = 768;
+  }
+  Reader r{j, where};
+  r.get("hidden_size", c.hidden_size);
+  r.get("intermediate_size", c.intermediate_size);
+  r.get("num_hidden_layers", c.num_hidden_layers);
+  r.get("num_attention_heads", c.num_attention_heads);
+  r.get("num_channels", c.num_channels);
+  r.get("image_size", c.image_size);
+  r.get("patch_size", c.patch_size);
+  r.get("projection_dim", c.projection_dim);
+  r.get("layer_norm_eps", c.layer_norm_eps);
+  r.get("hidden_act", c.hidden_act);
+  for (auto [k, v] : {std::pair{"hidden_size", c.hidden_size},
+                      {"intermediate_size", c.intermediate_size},
+                      {"num_hidden_layers", c.num_hidden_layers},
+                      {"num_attention_heads", c.num_attention_heads},
+                      {"num_channels", c.num_channels}, {"image_size", c.image_size},
+                      {"patch_size", c.patch_size}})
+    require_positive(where, k, v);
+  UNIME_CHECK(c.hidden_size % c.num_attention_heads == 0, where, ": hidden_size (", c.hidden_size,
+              ") must be a multiple of num_attention_heads (", c.num_attention_heads, ")");
+  UNIME_CHECK(c.image_size % c.patch_size == 0, where, ": image_size (", c.image_size,
+              ") must be a multiple of patch_size (", c.patch_size, ")");
+  UNIME_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu" ||
+                  c.hidden_act == "gelu_pytorch_tanh" || c.hidden_act == "gelu_new",
+              where, ": vision hidden_act '", c.hidden_act,
+              "' is not supported (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)");
+  return c;
+}
+
+}  // namespace
+
+int64_t ModelConfig::image_feature_tokens() const {
+  if (!vision) return 0;
+  return vision->num_patches() + (llava.vision_feature_select_strategy == "full" ? 1 : 0);
+}
+
+ModelConfig parse_model_config(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(str(where, ": not valid JSON: ", e.what()));
+  }
+  UNIME_CHECK(j.is_object(), where, ": expected a JSON object");
+  ModelConfig mc;
+  Reader r{j, where};
+  r.get("model_type", mc.model_type);
+  r.get("torch_dtype", mc.torch_dtype);
+  if (j.contains("architectures")) {
+    const json& a = j.at("architectures");
+    UNIME_CHECK(a.is_array() && !a.empty() && a[0].is_string(), where,
+                ": 'architectures' must be a non-empty list of strings");
+    mc.architecture = a[0].get<std::string>();
+  } else {
+    // a few configs omit it: infer from model_type
+    static const std::pair<const char*, const char*> kByType[] = {
+        {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},
+        {"qwen2", "Qwen2ForCausalLM"},     {"clip_vision_model", "CLIPVisionModel"},
+        {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"}};
+    for (auto [t, a] : kByType)
+      if (mc.model_type == t) mc.architecture = a;
+    UNIME_CHECK(!mc.architecture.empty(), where, ": no 'architectures' and unknown model_type '",
+                mc.model_type, "'; supported architectures: ", supported_arch_names());
+  }
+  bool found = false;
+  for (Arch a : kAllArchs)
+    if (mc.architecture == arch_name(a)) {
+      mc.arch = a;
+      found = true;
+    }
+  UNIME_CHECK(found, where, ": unsupported architecture '", mc.architecture,
+              "'; supported: ", supported_arch_names());
+
+  switch (mc.arch) {
+    case Arch::Llama:
+    case Arch::Mistral:
+    case Arch::Qwen2: {
+      std::string type = mc.arch == Arch::Llama ? "llama" : mc.arch == Arch::Mistral ? "mistral" : "qwen2";
+      mc.text = parse_decoder(j, type, where);
+      break;
+    }
+    case Arch::ClipVision: {
+      // CLIPVisionModel configs are flat (model_type clip_vision_model); some nest vision_config
+      const json& v = j.contains("vision_config") && j.at("vision_config").is_object() ? j.at("vision_config") : j;
+      mc.vision = parse_clip_vision(v, where, false);
+      break;
+    }
+    case Arch::Clip: {
+      json v = j.contains("vision_config") && j.at("vision_config").is_object() ? j.at("vision_config") : json::object();
+      ClipVisionConfig vc = parse_clip_vision(v, where + ": vision_config", false);
+      // CLIPConfig.projection_dim (top level, default 512) is the visual_projection output
+      int64_t proj = 512;
+      r.get("projection_dim", proj);
+      vc.projection_dim = proj;
+      mc.vision = vc;
+      break;
+    }
+    case Arch::Llava: {
+      json t = j.contains("text_config") && j.at("text_config").is_object() ? j.at("text_config") : json::object();
+      std::string ttype = "llama";
+      if (t.contains("model_type") && t.at("model_type").is_string()) ttype = t.at("model_type").get<std::string>();
+      mc.text = parse_decoder(t, ttype, where + ": text_config");
+      json v = j.contains("vision_config") && j.at("vision_config").is_object() ? j.at("vision_config") : json::object();
+      if (v.contains("model_type") && v.at("model_type").is_string()) {
+        std::string vt = v.at("model_type").get<std::string>();
+        UNIME_CHECK(vt == "clip_vision_model", where, ": vision_config model_type '", vt,
+                    "' is not supported (clip_vision_model)");
+      }
+      mc.vision = parse_clip_vision(v, where + ": vision_config", true);
+      LlavaFields& L = mc.llava;
+      if (r.has("image_token_index")) r.get("image_token_index", L.image_token_id);
+      if (r.has("image_token_id")) r.get("image_token_id", L.image_token_id);
+      r.get("projector_hidden_act", L.projector_hidden_act);
+      r.get("multimodal_projector_bias", L.multimodal_projector_bias);
+      r.get("vision_feature_select_strategy", L.vision_feature_select_strategy);
+      r.get("image_seq_length", L.image_seq_length);
+      UNIME_CHECK(L.vision_feature_select_strategy == "default" || L.vision_feature_select_strategy == "full",
+                  where, ": vision_feature_select_strategy must be 'default' or 'full', got '",
+                  L.vision_feature_select_strategy, "'");
+      UNIME_CHECK(L.projector_hidden_act == "gelu" || L.projector_hidden_act == "gelu_pytorch_tanh" ||
+                      L.projector_hidden_act == "gelu_new" || L.projector_hidden_act == "quick_gelu" ||
+                      L.projector_hidden_act == "silu" || L.projector_hidden_act == "relu",
+                  where, ": projector_hidden_act '", L.projector_hidden_act, "' is not supported");
+      if (r.has("vision_feature_layer")) {
+        const json& fl = j.at("vision_feature_layer");
+        L.vision_feature_layer.clear();
+        if (fl.is_number_integer()) {
+          L.vision_feature_layer.push_back(fl.get<int64_t>());
+        } else {
+          UNIME_CHECK(fl.is_array() && !fl.empty(), where,
+                      ": vision_feature_layer must be an integer or a list of integers");
+          for (const json& x : fl) {
+            UNIME_CHECK(x.is_number_integer(), where, ": vision_feature_layer entries must be integers");
+            L.vision_feature_layer.push_back(x.get<int64_t>());
+          }
+        }
+      }
+      const int64_t n_states = mc.vision->num_hidden_layers + 1;  // embeddings + each layer
+      for (int64_t& l : L.vision_feature_layer) {
+        UNIME_CHECK(l >= -n_states && l < n_states, where, ": vision_feature_layer ", l,
+                    " is out of range for a vision tower with ", n_states - 1, " layers");
+        if (l < 0) l += n_states;
+      }
+      UNIME_CHECK(L.image_token_id >= 0 && L.image_token_id < mc.text->vocab_size, where,
+                  ": image token id ", L.image_token_id, " is outside the vocabulary (vocab_size ",
+                  mc.text->vocab_size, ")");
+      break;
+    }
+  }
+  return mc;
+}
+
+ModelConfig load_model_config(const std::string& dir_or_file) {
+  std::string path = dir_or_file;
+  if (path.size() < 5 || path.substr(path.size() - 5) != ".json") path += "/config.json";
+  std::ifstream in(path, std::ios::binary);
+  UNIME_CHECK(in.good(), path, ": cannot open (is this a Hugging Face model folder?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_model_config(ss.str(), path);
+}
+
+}  // namespace unime::io

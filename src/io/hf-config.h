@@ -1,0 +1,108 @@
+// Hugging Face config.json -> validated config structs, with HF's class defaults applied.
+// Mirrors transformers' LlamaConfig / MistralConfig / Qwen2Config / CLIPVisionConfig /
+// CLIPConfig / LlavaConfig. Field names are the config.json keys (STYLE.md B3).
+// All user-file parsing lives in io/ (STYLE.md B1): nothing past here re-validates.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace unime::io {
+
+/// RoPE variant, from `rope_scaling` ("rope_type" or legacy "type").
+enum class RopeType {
+  Default,  ///< plain RoPE
+  Linear,   ///< positions divided by `factor`
+  Llama3,   ///< Llama-3.1 frequency-dependent scaling
+};
+
+/// Decoder LLM of the Llama family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
+struct DecoderConfig {
+  std::string model_type = "llama";        // "llama" | "mistral" | "qwen2"
+  int64_t vocab_size          = 32000;
+  int64_t hidden_size         = 4096;      // D
+  int64_t intermediate_size   = 11008;     // F (SwiGLU inner size)
+  int64_t num_hidden_layers   = 32;
+  int64_t num_attention_heads = 32;        // H
+  int64_t num_key_value_heads = 32;        // Hkv (GQA): divides H
+  int64_t head_dim            = 128;       // d: `head_dim` key, else D / H
+  int64_t max_position_embeddings = 2048;
+  double  rms_norm_eps        = 1e-6;
+  double  rope_theta          = 10000.0;
+  RopeType rope_type          = RopeType::Default;
+  double  rope_factor         = 1.0;       // linear / llama3
+  double  rope_low_freq_factor  = 1.0;     // llama3
+  double  rope_high_freq_factor = 4.0;     // llama3
+  int64_t rope_original_max_position_embeddings = 8192;  // llama3
+  bool    attention_bias      = false;     // q/k/v/o biases (Llama); Qwen2: q/k/v only
+  bool    qkv_bias            = false;     // Qwen2: true
+  bool    o_bias              = false;
+  bool    mlp_bias            = false;
+  std::string hidden_act      = "silu";
+  bool    tie_word_embeddings = false;
+  int64_t sliding_window      = 0;         // 0 = none (Mistral default 4096)
+  int64_t max_window_layers   = 0;         // Qwen2: layers >= this use the window
+  std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
+};
+
+/// CLIP vision tower: CLIPVisionModel, the vision half of CLIPModel, LLaVA's vision_tower.
+struct ClipVisionConfig {
+  int64_t hidden_size         = 768;       // Dv
+  int64_t intermediate_size   = 3072;
+  int64_t num_hidden_layers   = 12;
+  int64_t num_attention_heads = 12;
+  int64_t num_channels        = 3;
+  int64_t image_size          = 224;
+  int64_t patch_size          = 32;
+  int64_t projection_dim      = 512;       // CLIPModel visual_projection output
+  double  layer_norm_eps      = 1e-5;
+  std::string hidden_act      = "quick_gelu";
+  int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+};
+
+/// Supported top-level architectures (config.json "architectures"[0]). Listed explicitly.
+enum class Arch {
+  Llama,      ///< LlamaForCausalLM
+  Mistral,    ///< MistralForCausalLM
+  Qwen2,      ///< Qwen2ForCausalLM
+  ClipVision, ///< CLIPVisionModel
+  Clip,       ///< CLIPModel (vision tower + visual_projection used)
+  Llava,      ///< LlavaForConditionalGeneration
+};
+
+const char* arch_name(Arch a);
+/// The supported class names, comma separated (for error messages).
+std::string supported_arch_names();
+
+struct LlavaFields {
+  std::vector<int64_t> vision_feature_layer = {-2};  // int or list of ints (concatenated)
+  std::string vision_feature_select_strategy = "default";  // "default" drops CLS, "full" keeps it
+  std::string projector_hidden_act = "gelu";
+  bool multimodal_projector_bias = true;
+  int64_t image_token_id = 32000;          // `image_token_index` (older) / `image_token_id`
+  int64_t image_seq_length = 576;
+};
+
+/// A whole model's config.json.
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  std::string architecture;                // the class name as written
+  std::string model_type;                  // top-level model_type
+  std::string torch_dtype;                 // as written ("float32", "bfloat16", ...) or ""
+  std::optional<DecoderConfig> text;       // decoder (LLMs, LLaVA)
+  std::optional<ClipVisionConfig> vision;  // CLIP tower (CLIP*, LLaVA)
+  LlavaFields llava;                       // LLaVA only
+
+  /// Number of feature tokens one image contributes to the decoder (LLaVA).
+  int64_t image_feature_tokens() const;
+};
+
+/// Parses <dir>/config.json (or a config.json path). Throws unime::Error naming the file.
+ModelConfig load_model_config(const std::string& dir_or_file);
+
+/// Parses config JSON text; `where` names the file in errors.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
+
+}  // namespace unime::io

@@ -1,0 +1,40 @@
+// Llama-family decoder; see decoder.h. Reference: transformers/models/llama/modeling_llama.py
+// (LlamaModel.forward), mistral (sliding window mask), qwen2 (q/k/v biases, windowed layers).
+#include "models/decoder.h"
+
+namespace unime::models {
+
+DecoderImpl::DecoderImpl(const io::DecoderConfig& c) : cfg_(c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  inv_freq_ = rope_inv_freq(c);
+}
+
+torch::Tensor DecoderImpl::embed(const torch::Tensor& ids) { return embed_tokens(ids); }
+
+torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const torch::Tensor& positions,
+                                   const torch::Tensor& key_real) {
+  const auto dtype = embeds.scalar_type();
+  Rope rope = rope_tables(inv_freq_, positions, dtype);
+  // Mistral windows every layer; Qwen2 only layers >= max_window_layers; Llama none.
+  torch::Tensor full = causal_mask(key_real, 0, dtype);
+  torch::Tensor windowed;
+  if (cfg_.sliding_window > 0 && cfg_.sliding_window < embeds.size(1))
+    windowed = causal_mask(key_real, cfg_.sliding_window, dtype);
+  auto h = embeds;
+  for (int64_t i = 0; i < static_cast<int64_t>(layers->size()); ++i) {
+    bool use_window = windowed.defined() &&
+                      (cfg_.model_type != "qwen2" || i >= cfg_.max_window_layers);
+    h = layers[i]->as<DecoderLayer>()->forward(h, rope, use_window ? windowed : full);
+  }
+  return h;
+}
+
+torch::Tensor positions_from_mask(const torch::Tensor& key_real) {
+  auto m = key_real.to(torch::kInt64);
+  return (m.cumsum(1) - 1).clamp_min(0) * m;
+}
+
+}  // namespace unime::models

@@ -1,0 +1,37 @@
+// Llama-family decoder LLM: HF LlamaModel / MistralModel / Qwen2Model (one chain of modules; the
+// three differ only in config flags: biases, sliding window, defaults). Parameters are registered
+// under HF's key names below the `model.` prefix: embed_tokens, layers.N.*, norm.
+// Legend: B batch, T tokens, D hidden_size, V vocab_size.
+#pragma once
+
+#include "models/layers.h"
+
+namespace unime::models {
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  explicit DecoderImpl(const io::DecoderConfig& c);
+
+  /// embeds: [B, T, D]; positions: [B, T] int64 (from the real tokens: left padding does not
+  /// shift them); key_real: [B, T] bool. Returns the last layer's output BEFORE the final norm.
+  torch::Tensor forward(const torch::Tensor& embeds, const torch::Tensor& positions,
+                        const torch::Tensor& key_real);
+  /// ids: [B, T] -> [B, T, D]
+  torch::Tensor embed(const torch::Tensor& ids);
+
+  const io::DecoderConfig& config() const { return cfg_; }
+
+  torch::nn::Embedding embed_tokens{nullptr};  // model.embed_tokens.weight [V, D]
+  torch::nn::ModuleList layers{nullptr};       // model.layers.N.*
+  RMSNorm norm{nullptr};                       // model.norm.weight [D]
+
+ private:
+  io::DecoderConfig cfg_;
+  torch::Tensor inv_freq_;  // [d/2] float32, a buffer not in checkpoints (HF: non-persistent)
+};
+TORCH_MODULE(Decoder);
+
+/// Positions from a left- or right-padded mask: cumsum(mask) - 1, 0 at padding. [B, T] -> [B, T]
+torch::Tensor positions_from_mask(const torch::Tensor& key_real);
+
+}  // namespace unime::models

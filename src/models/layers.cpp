@@ -1,0 +1,167 @@
+// Shared transformer blocks; see layers.h. References: transformers/models/llama/modeling_llama.py
+// (LlamaRMSNorm, LlamaRotaryEmbedding, rotate_half, repeat_kv, eager_attention_forward),
+// modeling_rope_utils.py (_compute_llama3_parameters), activations.py.
+#include "models/layers.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace unime::models {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor activation(const std::string& name, const torch::Tensor& x) {
+  if (name == "silu") return torch::silu(x);
+  if (name == "gelu") return F::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh")
+    return F::gelu(x, F::GELUFuncOptions().approximate("tanh"));
+  if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);
+  if (name == "relu") return torch::relu(x);
+  TORCH_CHECK(false, "activation: unknown name ", name);  // configs are validated in io/
+}
+
+// ---- RMSNorm -----------------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  const auto dtype = x.scalar_type();
+  auto h = x.to(torch::kFloat32);
+  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(var + eps_);
+  return weight * h.to(dtype);
+}
+
+// ---- RoPE --------------------------------------------------------------------------------------
+
+torch::Tensor rope_inv_freq(const io::DecoderConfig& c) {
+  const int64_t d = c.head_dim;
+  auto idx = torch::arange(0, d, 2, torch::kInt64).to(torch::kFloat32);
+  auto inv_freq = 1.0 / torch::pow(torch::tensor(c.rope_theta, torch::kFloat32), idx / static_cast<double>(d));
+  inv_freq = inv_freq.to(torch::kFloat32);
+  switch (c.rope_type) {
+    case io::RopeType::Default:
+      break;
+    case io::RopeType::Linear:
+      inv_freq = inv_freq / c.rope_factor;
+      break;
+    case io::RopeType::Llama3: {
+      const double factor = c.rope_factor, lo = c.rope_low_freq_factor, hi = c.rope_high_freq_factor;
+      const double old_ctx = static_cast<double>(c.rope_original_max_position_embeddings);
+      const double low_freq_wavelen = old_ctx / lo, high_freq_wavelen = old_ctx / hi;
+      auto wavelen = 2.0 * M_PI / inv_freq;
+      auto inv_llama = torch::where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq);
+      auto smooth = (old_ctx / wavelen - lo) / (hi - lo);
+      auto smoothed = (1.0 - smooth) * inv_llama / factor + smooth * inv_llama;
+      auto is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+      inv_freq = torch::where(is_medium, smoothed, inv_llama);
+      break;
+    }
+  }
+  return inv_freq;
+}
+
+Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
+                 torch::ScalarType dtype) {
+  // freqs[b, t, i] = pos[b, t] * inv_freq[i], in float32 as HF (autocast disabled there)
+  auto pos = positions.to(torch::kFloat32).unsqueeze(-1);           // [B, T, 1]
+  auto freqs = pos * inv_freq.to(positions.device()).view({1, 1, -1});  // [B, T, d/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                         // [B, T, d]
+  return Rope{emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+static torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);
+  return torch::cat({-x2, x1}, -1);
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const Rope& rope) {
+  auto cos = rope.cos.unsqueeze(1), sin = rope.sin.unsqueeze(1);  // [B, 1, T, d]
+  return x * cos + rotate_half(x) * sin;
+}
+
+// ---- masks + attention -------------------------------------------------------------------------
+
+torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::ScalarType dtype) {
+  const int64_t T = key_real.size(1);
+  auto opts = torch::TensorOptions().device(key_real.device());
+  auto i = torch::arange(T, opts.dtype(torch::kInt64)).view({T, 1});
+  auto j = torch::arange(T, opts.dtype(torch::kInt64)).view({1, T});
+  auto allowed = (j <= i);                                            // [T, T]
+  if (window > 0) allowed = allowed.logical_and((i - j) < window);
+  allowed = allowed.unsqueeze(0).logical_and(key_real.to(torch::kBool).unsqueeze(1));  // [B, T, T]
+  const double lowest = dtype == torch::kBFloat16 ? -3.3895313892515355e38
+                        : dtype == torch::kFloat16 ? -65504.0
+                        : dtype == torch::kFloat64 ? std::numeric_limits<double>::lowest()
+                                                   : static_cast<double>(std::numeric_limits<float>::lowest());
+  auto mask = torch::zeros(allowed.sizes(), opts.dtype(dtype));
+  mask.masked_fill_(allowed.logical_not(), lowest);
+  return mask.unsqueeze(1);                                           // [B, 1, T, T]
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, double scale) {
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S], model dtype
+  if (mask.defined()) scores = scores + mask;
+  auto p = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(p, v);                                     // [B, H, T, d]
+}
+
+// ---- decoder layer -----------------------------------------------------------------------------
+
+DecoderAttentionImpl::DecoderAttentionImpl(const io::DecoderConfig& c)
+    : n_head_(c.num_attention_heads), n_head_kv_(c.num_key_value_heads), head_dim_(c.head_dim) {
+  using torch::nn::LinearOptions;
+  const int64_t D = c.hidden_size;
+  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(D, n_head_ * head_dim_).bias(c.qkv_bias)));
+  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(D, n_head_kv_ * head_dim_).bias(c.qkv_bias)));
+  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(D, n_head_kv_ * head_dim_).bias(c.qkv_bias)));
+  o_proj = register_module("o_proj", torch::nn::Linear(LinearOptions(n_head_ * head_dim_, D).bias(c.o_bias)));
+}
+
+torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& rope,
+                                            const torch::Tensor& mask) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, n_head_, head_dim_}).transpose(1, 2);     // [B, H, T, d]
+  auto k = k_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
+  auto v = v_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
+  q = apply_rope(q, rope);
+  k = apply_rope(k, rope);
+  if (n_head_kv_ != n_head_) {  // GQA: each kv head serves H/Hkv query heads (HF repeat_kv)
+    k = k.repeat_interleave(n_head_ / n_head_kv_, /*dim=*/1);
+    v = v.repeat_interleave(n_head_ / n_head_kv_, /*dim=*/1);
+  }
+  auto y = attention(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  return o_proj(y.transpose(1, 2).reshape({B, T, n_head_ * head_dim_}));    // [B, T, D]
+}
+
+SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias) {
+  using torch::nn::LinearOptions;
+  gate_proj = register_module("gate_proj", torch::nn::Linear(LinearOptions(dim, inner).bias(bias)));
+  up_proj = register_module("up_proj", torch::nn::Linear(LinearOptions(dim, inner).bias(bias)));
+  down_proj = register_module("down_proj", torch::nn::Linear(LinearOptions(inner, dim).bias(bias)));
+}
+
+torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const io::DecoderConfig& c) {
+  self_attn = register_module("self_attn", DecoderAttention(c));
+  mlp = register_module("mlp", SwiGluMlp(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rope& rope,
+                                        const torch::Tensor& mask) {
+  auto h = x + self_attn(input_layernorm(x), rope, mask);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+}  // namespace unime::models

@@ -1,0 +1,90 @@
+// Shared transformer blocks (STYLE.md B2): RMSNorm, RoPE, attention, SwiGLU MLP, activations.
+// Architecture files only wire these. Semantics follow Hugging Face transformers' eager code
+// (modeling_llama.py, modeling_clip.py) including where it changes dtype.
+// Legend: B batch, T tokens, D hidden, H heads, Hkv kv heads, d head_dim, F mlp inner size.
+#pragma once
+
+#include <string>
+
+#include "io/hf-config.h"
+
+namespace unime::models {
+
+// ---- activations ---------------------------------------------------------------------------
+
+/// Activation by HF name: silu, gelu (erf), gelu_new / gelu_pytorch_tanh (tanh), quick_gelu, relu.
+torch::Tensor activation(const std::string& name, const torch::Tensor& x);
+
+// ---- RMSNorm (HF LlamaRMSNorm) ----------------------------------------------------------------
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  // x: [..., D] -> [..., D]; variance in float32, then weight * x.to(input dtype)
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;  // <prefix>.weight [D]
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+// ---- rotary position embedding (rotate-half form, HF LlamaRotaryEmbedding) ------------------
+
+struct Rope {
+  torch::Tensor cos, sin;  // [B, T, d] in the model dtype
+};
+
+/// inv_freq [d/2] (float32) for the config's rope type (default / linear / llama3).
+torch::Tensor rope_inv_freq(const io::DecoderConfig& c);
+/// cos/sin for integer positions [B, T] -> Rope with [B, T, d] tensors cast to dtype.
+Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
+                 torch::ScalarType dtype);
+/// x: [B, H, T, d] -> x*cos + rotate_half(x)*sin
+torch::Tensor apply_rope(const torch::Tensor& x, const Rope& rope);
+
+// ---- attention masks -------------------------------------------------------------------------
+
+/// Additive mask [B, 1, T, T] in dtype: 0 where query i may see key j (j <= i, key j real, and
+/// i - j < window when window > 0), the dtype's lowest value elsewhere (as HF does).
+/// key_real: [B, T] bool.
+torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::ScalarType dtype);
+
+/// softmax(q k^T * scale + mask) v with HF's dtype handling (scores in the model dtype, softmax
+/// in float32). q: [B, H, T, d]; k, v: [B, H, S, d]; mask: [B, 1, T, S] or undefined -> [B, H, T, d]
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, double scale);
+
+// ---- Llama-family decoder layer (LlamaDecoderLayer; Mistral, Qwen2 identical in wiring) -----
+
+class DecoderAttentionImpl : public torch::nn::Module {
+ public:
+  explicit DecoderAttentionImpl(const io::DecoderConfig& c);
+  // x: [B, T, D] -> [B, T, D]
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+ private:
+  int64_t n_head_, n_head_kv_, head_dim_;
+};
+TORCH_MODULE(DecoderAttention);
+
+class SwiGluMlpImpl : public torch::nn::Module {
+ public:
+  SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias);
+  // x: [B, T, D] -> down(silu(gate(x)) * up(x)): [B, T, D]
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(SwiGluMlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const io::DecoderConfig& c);
+  // x: [B, T, D] -> [B, T, D] (pre-norm residual blocks)
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  DecoderAttention self_attn{nullptr};
+  SwiGluMlp mlp{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+}  // namespace unime::models

@@ -1,0 +1,278 @@
+// The architecture registry and weight loading (STYLE.md B2: explicit switch over Arch, checkpoint
+// key renames happen here in the loader, never in forward()).
+// References: transformers/models/llava/modeling_llava.py (get_image_features, masked_scatter of
+// image features, both key layouts: pre-4.52 `language_model.model.*` and current
+// `model.language_model.*`), clip/modeling_clip.py (CLIPVisionModel, CLIPModel.get_image_features).
+#include "models/model.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "unime/runtime.h"
+
+namespace unime::models {
+
+namespace fs = std::filesystem;
+
+// ---- projector -----------------------------------------------------------------------------------
+
+ProjectorImpl::ProjectorImpl(int64_t in_dim, int64_t out_dim, const std::string& act, bool bias)
+    : act_(act) {
+  using torch::nn::LinearOptions;
+  linear_1 = register_module("linear_1", torch::nn::Linear(LinearOptions(in_dim, out_dim).bias(bias)));
+  linear_2 = register_module("linear_2", torch::nn::Linear(LinearOptions(out_dim, out_dim).bias(bias)));
+}
+
+torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
+  return linear_2(activation(act_, linear_1(x)));
+}
+
+// ---- dtypes --------------------------------------------------------------------------------------
+
+torch::ScalarType default_dtype() {
+  return (cpu_has_flag("amx_bf16") || cpu_has_flag("avx512_bf16")) ? torch::kBFloat16
+                                                                   : torch::kFloat32;
+}
+
+torch::ScalarType parse_dtype(const std::string& s) {
+  if (s == "auto") return default_dtype();
+  if (s == "f32" || s == "float32" || s == "fp32") return torch::kFloat32;
+  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
+  if (s == "f16" || s == "float16" || s == "fp16") return torch::kFloat16;
+  throw Error(str("--dtype: unknown dtype '", s, "'; expected f32, bf16, f16 or auto"));
+}
+
+const char* dtype_short_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return "f32";
+    case torch::kBFloat16: return "bf16";
+    case torch::kFloat16: return "f16";
+    default: return "?";
+  }
+}
+
+// ---- construction --------------------------------------------------------------------------------
+
+Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), dtype_(dtype) {
+  switch (cfg.arch) {  // all architectures listed; no default (-Wswitch flags a missing one)
+    case io::Arch::Llama:
+    case io::Arch::Mistral:
+    case io::Arch::Qwen2:
+      decoder_ = Decoder(*cfg.text);
+      prefix_decoder_ = "model.";
+      key_lm_head_ = "lm_head.weight";
+      break;
+    case io::Arch::ClipVision:
+      vision_ = ClipVision(*cfg.vision);
+      prefix_vision_ = "vision_model.";
+      break;
+    case io::Arch::Clip:
+      vision_ = ClipVision(*cfg.vision);
+      visual_projection_ = torch::nn::Linear(
+          torch::nn::LinearOptions(cfg.vision->hidden_size, cfg.vision->projection_dim).bias(false));
+      prefix_vision_ = "vision_model.";
+      break;
+    case io::Arch::Llava: {
+      decoder_ = Decoder(*cfg.text);
+      vision_ = ClipVision(*cfg.vision);
+      const int64_t in_dim =
+          cfg.vision->hidden_size * static_cast<int64_t>(cfg.llava.vision_feature_layer.size());
+      projector_ = Projector(in_dim, cfg.text->hidden_size, cfg.llava.projector_hidden_act,
+                             cfg.llava.multimodal_projector_bias);
+      // key layout chosen at load time (legacy vs current); current by default
+      prefix_decoder_ = "model.language_model.";
+      prefix_vision_ = "model.vision_tower.vision_model.";
+      prefix_projector_ = "model.multi_modal_projector.";
+      key_lm_head_ = "lm_head.weight";
+      break;
+    }
+  }
+  if (decoder_) {
+    const auto& t = *cfg.text;
+    lm_head_ = torch::nn::Linear(torch::nn::LinearOptions(t.hidden_size, t.vocab_size).bias(false));
+    if (t.tie_word_embeddings) lm_head_->weight = decoder_->embed_tokens->weight;
+  }
+  for (auto& [prefix, m] : modules()) m->to(dtype_);
+  if (lm_head_ && cfg.text->tie_word_embeddings) lm_head_->weight = decoder_->embed_tokens->weight;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Model::modules() const {
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> out;
+  if (decoder_) out.emplace_back(prefix_decoder_, decoder_.ptr());
+  if (vision_) out.emplace_back(prefix_vision_, vision_.ptr());
+  if (projector_) out.emplace_back(prefix_projector_, projector_.ptr());
+  if (visual_projection_) out.emplace_back("visual_projection.", visual_projection_.ptr());
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Model::named_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [prefix, m] : modules())
+    for (auto& p : m->named_parameters(/*recurse=*/true)) out.emplace_back(prefix + p.key(), p.value());
+  if (lm_head_ && !cfg_.text->tie_word_embeddings) out.emplace_back(key_lm_head_, lm_head_->weight);
+  return out;
+}
+
+// ---- loading -------------------------------------------------------------------------------------
+
+static torch::ScalarType torch_dtype_of(io::DType d, const std::string& where) {
+  switch (d) {
+    case io::DType::F64: return torch::kFloat64;
+    case io::DType::F32: return torch::kFloat32;
+    case io::DType::F16: return torch::kFloat16;
+    case io::DType::BF16: return torch::kBFloat16;
+    case io::DType::I64: return torch::kInt64;
+    case io::DType::I32: return torch::kInt32;
+    case io::DType::I16: return torch::kInt16;
+    case io::DType::I8: return torch::kInt8;
+    case io::DType::U8: return torch::kUInt8;
+    case io::DType::BOOL: return torch::kBool;
+  }
+  throw Error(str(where, ": unsupported dtype"));
+}
+
+/// Copies checkpoint tensor `key` into `dst` (converting dtype), checking the shape.
+static void load_into(const io::Checkpoint& ck, const std::string& key, torch::Tensor dst,
+                      const std::string& hint) {
+  const io::TensorInfo& t = ck.get(key);  // missing -> Error with nearest keys
+  std::vector<int64_t> want(dst.sizes().begin(), dst.sizes().end());
+  if (t.shape != want)
+    throw Error(str(t.file, ": tensor '", key, "' has wrong shape; expected ", io::shape_str(want),
+                    ", got ", io::shape_str(t.shape), hint.empty() ? "" : "; hint: " + hint));
+  const auto st = torch_dtype_of(t.dtype, t.file);
+  TORCH_CHECK(st == torch::kFloat32 || st == torch::kFloat16 || st == torch::kBFloat16 || st == torch::kFloat64,
+              "");
+  auto src = torch::from_blob(const_cast<uint8_t*>(t.data), want, torch::TensorOptions().dtype(st));
+  torch::NoGradGuard ng;
+  dst.copy_(src);
+}
+
+std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dtype) {
+  io::ModelConfig cfg = io::load_model_config(dir);
+  io::Checkpoint ck = io::Checkpoint::open(dir);
+  auto m = std::make_shared<Model>(cfg, dtype);
+  if (cfg.arch == io::Arch::Llava && !ck.has("model.language_model.embed_tokens.weight") &&
+      ck.has("language_model.model.embed_tokens.weight")) {
+    // checkpoints saved before transformers 4.52
+    m->prefix_decoder_ = "language_model.model.";
+    m->prefix_vision_ = "vision_tower.vision_model.";
+    m->prefix_projector_ = "multi_modal_projector.";
+    m->key_lm_head_ = "language_model.lm_head.weight";
+  }
+  if (cfg.arch == io::Arch::ClipVision && !ck.has("vision_model.embeddings.class_embedding") &&
+      ck.has("vision_tower.vision_model.embeddings.class_embedding"))
+    m->prefix_vision_ = "vision_tower.vision_model.";
+  std::string hint;
+  if (cfg.text)
+    hint = str("config.json hidden_size=", cfg.text->hidden_size, " - are the weights and config from the same model?");
+  else
+    hint = "are the weights and config.json from the same model?";
+  for (auto& [prefix, mod] : m->modules()) {
+    for (auto& p : mod->named_parameters(true)) {
+      // LLaVA never uses the CLIP tower's post_layernorm; HF loads it but it does not matter
+      const std::string key = prefix + p.key();
+      if (cfg.arch == io::Arch::Llava && p.key().rfind("post_layernorm", 0) == 0 && !ck.has(key)) continue;
+      load_into(ck, key, p.value(), hint);
+    }
+  }
+  if (m->lm_head_ && !cfg.text->tie_word_embeddings) {
+    if (ck.has(m->key_lm_head_)) {
+      load_into(ck, m->key_lm_head_, m->lm_head_->weight, hint);
+    } else {
+      // an embedding-only export may drop the head; embeddings never need it
+      m->lm_head_ = torch::nn::Linear{nullptr};
+    }
+  }
+  for (auto& [prefix, mod] : m->modules()) mod->eval();
+  return m;
+}
+
+// ---- forward pieces -------------------------------------------------------------------------------
+
+torch::Tensor Model::image_features(const torch::Tensor& pixels) {
+  TORCH_CHECK(vision_ && projector_, "image_features: not a LLaVA model");
+  const auto& L = cfg_.llava;
+  int64_t max_layer = 0;
+  for (int64_t l : L.vision_feature_layer) max_layer = std::max(max_layer, l);
+  auto states = vision_->hidden_states(pixels.to(dtype_), max_layer);
+  std::vector<torch::Tensor> sel;
+  for (int64_t l : L.vision_feature_layer) {
+    auto s = states[l];                                             // [N, P+1, Dv]
+    if (L.vision_feature_select_strategy == "default") s = s.narrow(1, 1, s.size(1) - 1);  // drop CLS
+    sel.push_back(s);
+  }
+  auto feats = sel.size() == 1 ? sel[0] : torch::cat(sel, -1);      // [N, F, Dv*k]
+  return projector_(feats);                                         // [N, F, D]
+}
+
+std::vector<torch::Tensor> Model::clip_hidden_states(const torch::Tensor& pixels) {
+  TORCH_CHECK(vision_, "clip_hidden_states: no vision tower");
+  return vision_->hidden_states(pixels.to(dtype_), cfg_.vision->num_hidden_layers);
+}
+
+torch::Tensor Model::clip_image_embeds(const torch::Tensor& pixels) {
+  auto states = clip_hidden_states(pixels);
+  auto pooled = vision_->pooled(states.back());                     // [N, Dv]
+  return visual_projection_ ? visual_projection_(pooled) : pooled;
+}
+
+torch::Tensor Model::input_embeddings(const TokenBatch& batch) {
+  TORCH_CHECK(decoder_, "input_embeddings: no decoder");
+  auto ids = batch.ids;
+  torch::Tensor is_image;
+  if (cfg_.arch == io::Arch::Llava) {
+    is_image = ids == cfg_.llava.image_token_id;                    // [B, T]
+    ids = ids.masked_fill(is_image, 0);  // image rows are replaced below
+  }
+  auto emb = decoder_->embed(ids);                                  // [B, T, D]
+  if (!is_image.defined()) return emb;
+  const int64_t n_tok = is_image.sum().item<int64_t>();
+  if (n_tok == 0) return emb;
+  TORCH_CHECK(batch.pixels.defined(), "input_embeddings: image tokens but no pixels");
+  auto feats = image_features(batch.pixels);                        // [N, F, D]
+  TORCH_CHECK(feats.size(0) * feats.size(1) == n_tok, "input_embeddings: ", n_tok,
+              " image tokens for ", feats.size(0), " images x ", feats.size(1), " features");
+  auto mask = is_image.unsqueeze(-1).expand_as(emb);
+  return emb.masked_scatter(mask, feats.to(emb.scalar_type()).reshape({-1}));
+}
+
+torch::Tensor Model::hidden(const TokenBatch& batch) {
+  auto emb = input_embeddings(batch);
+  auto pos = positions_from_mask(batch.key_real);
+  return decoder_->norm(decoder_->forward(emb, pos, batch.key_real));
+}
+
+torch::Tensor Model::last_token_hidden(const TokenBatch& batch) {
+  auto emb = input_embeddings(batch);
+  auto pos = positions_from_mask(batch.key_real);
+  auto h = decoder_->forward(emb, pos, batch.key_real);             // [B, T, D]
+  // index of the right-most real token of each row
+  const int64_t T = batch.key_real.size(1);
+  auto idx = torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(h.device()));
+  auto last = (batch.key_real.to(torch::kInt64) * (idx + 1)).argmax(1);  // [B]
+  auto rows = h.index({torch::arange(h.size(0), idx.options()), last}); // [B, D]
+  return decoder_->norm(rows);
+}
+
+// ---- image tokens -------------------------------------------------------------------------------
+
+std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
+                                         int64_t n_images, int64_t n_feat, const std::string& where) {
+  int64_t count = 0;
+  for (int64_t t : ids) count += t == image_token;
+  if (count == n_images * n_feat) return ids;  // a run of feature-count tokens used in place
+  if (count == n_images) {
+    std::vector<int64_t> out;
+    out.reserve(ids.size() + n_images * (n_feat - 1));
+    for (int64_t t : ids) {
+      if (t == image_token) out.insert(out.end(), n_feat, image_token);
+      else out.push_back(t);
+    }
+    return out;
+  }
+  throw Error(str(where, ": ", count, " image tokens (id ", image_token, ") for ", n_images,
+                  " image(s); expected one per image or ", n_feat, " per image"));
+}
+
+}  // namespace unime::models

@@ -1,0 +1,95 @@
+// A loaded model of any supported architecture (the registry's product): an optional CLIP vision
+// tower (+ LLaVA projector or CLIP visual_projection) and an optional Llama-family decoder.
+// Tools stay model-agnostic: they see only this class (STYLE.md B1 rule 2).
+// Legend: B batch, T tokens, D decoder hidden, N images, C channels, S image size,
+//         F feature tokens per image, Dv vision hidden.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/hf-config.h"
+#include "models/decoder.h"
+#include "models/vision-clip.h"
+
+namespace unime::models {
+
+/// LLaVA's multi-modal projector: linear_1 -> act -> linear_2 (HF LlavaMultiModalProjector).
+class ProjectorImpl : public torch::nn::Module {
+ public:
+  ProjectorImpl(int64_t in_dim, int64_t out_dim, const std::string& act, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);  // [N, F, Dv*k] -> [N, F, D]
+  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+ private:
+  std::string act_;
+};
+TORCH_MODULE(Projector);
+
+/// One input batch for the decoder, already tokenized, image tokens expanded, left padded.
+struct TokenBatch {
+  torch::Tensor ids;       // [B, T] int64
+  torch::Tensor key_real;  // [B, T] bool: false at padding
+  torch::Tensor pixels;    // [N, C, S, S] float32, images in order of appearance; may be undefined
+};
+
+class Model {
+ public:
+  /// Builds the architecture of `cfg` with uninitialised weights in dtype.
+  Model(const io::ModelConfig& cfg, torch::ScalarType dtype);
+
+  /// Loads config.json + safetensors weights from a Hugging Face folder.
+  static std::shared_ptr<Model> load(const std::string& dir, torch::ScalarType dtype);
+
+  const io::ModelConfig& config() const { return cfg_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  bool has_decoder() const { return static_cast<bool>(decoder_); }
+  bool has_vision() const { return static_cast<bool>(vision_); }
+
+  /// LLaVA: image features as the decoder sees them. pixels [N, C, S, S] -> [N, F, D]
+  torch::Tensor image_features(const torch::Tensor& pixels);
+  /// CLIP*: pooled vision output, projected for CLIPModel. pixels -> [N, Dv or proj]
+  torch::Tensor clip_image_embeds(const torch::Tensor& pixels);
+  /// CLIP* vision hidden states (HF output_hidden_states) up to the last layer.
+  std::vector<torch::Tensor> clip_hidden_states(const torch::Tensor& pixels);
+
+  /// Decoder input embeddings with image features scattered into the image-token rows:
+  /// the batch must hold exactly N * F image tokens. -> [B, T, D]
+  torch::Tensor input_embeddings(const TokenBatch& batch);
+  /// Last hidden state after the final norm: [B, T, D]
+  torch::Tensor hidden(const TokenBatch& batch);
+  /// Final-norm hidden state at each row's last real token (right-most key_real): [B, D]
+  torch::Tensor last_token_hidden(const TokenBatch& batch);
+
+  /// Every module, for parameter counts and LoRA wrapping: (prefix in HF keys, module).
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> modules() const;
+  /// Parameters under their HF checkpoint key names (the layout this model was loaded from).
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
+
+  Decoder decoder_{nullptr};
+  ClipVision vision_{nullptr};
+  Projector projector_{nullptr};
+  torch::nn::Linear visual_projection_{nullptr};  // CLIPModel only
+  torch::nn::Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens
+  std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_;
+
+ private:
+  io::ModelConfig cfg_;
+  torch::ScalarType dtype_;
+};
+
+/// Expands image placeholders in one token sequence: with n_images images and F feature tokens
+/// each, a sequence holding exactly n_images*F image tokens is returned unchanged (used in place);
+/// one holding n_images single tokens gets each expanded to F copies. Anything else is an Error
+/// naming `where`.
+std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
+                                         int64_t n_images, int64_t n_feat, const std::string& where);
+
+/// The default dtype for this machine: bf16 where the CPU has native bf16 (AMX / avx512_bf16) or a
+/// CUDA device is used, else f32.
+torch::ScalarType default_dtype();
+/// "f32" | "bf16" | "f16" | "auto" -> ScalarType; unknown -> Error.
+torch::ScalarType parse_dtype(const std::string& s);
+const char* dtype_short_name(torch::ScalarType t);
+
+}  // namespace unime::models

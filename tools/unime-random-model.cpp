@@ -1,0 +1,30 @@
+// `unime random-model --preset NAME --output DIR`: a random-weight HF checkpoint (benches, smoke
+// tests). Presets: tiny-llama, tiny-llava, qwen2-0.5b, llava-qwen2-0.5b, llava-1.5-7b.
+#include <cstdio>
+
+#include "common.h"
+#include "unime/random-model.h"
+
+void register_random_model(CLI::App& app) {
+  auto* cmd = app.add_subcommand("random-model", "write a random-weight checkpoint in the HF layout");
+  struct Args {
+    std::string preset = "tiny-llava", output, dtype = "f32";
+    uint64_t seed = 1;
+    bool print = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--preset", a->preset, "preset name or a config.json path")->capture_default_str();
+  cmd->add_option("--output", a->output, "output folder");
+  cmd->add_option("--dtype", a->dtype, "f32 | bf16 | f16")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
+  cmd->add_flag("--print-config", a->print, "print the preset's config.json and exit");
+  cmd->callback([a]() {
+    if (a->print) {
+      std::printf("%s\n", unime::random_model_config(a->preset).c_str());
+      return;
+    }
+    UNIME_CHECK(!a->output.empty(), "random-model: --output is required");
+    unime::write_random_model(a->preset, a->output, a->dtype, a->seed);
+    std::fprintf(stderr, "wrote %s\n", a->output.c_str());
+  });
+}
