@@ -1,0 +1,1 @@
+unime_test(test-world.cpp LABEL model)
