@@ -395,6 +395,8 @@ TEST(WorldFiles, NoHeldoutCombinationInAnyTrainingRow) {
     const std::string q = r["question"];
     if (std::regex_match(q, m, std::regex("What colour is the ([a-z]+)\\?")))
       check_text(r["answer"].get<std::string>() + " " + m[1].str(), "vqa.jsonl implied");
+    if (std::regex_match(q, m, std::regex("What shape is the ([a-z]+) object\\?")))
+      check_text(m[1].str() + " " + r["answer"].get<std::string>(), "vqa.jsonl implied");
   }
   for (const auto& r : read_jsonl(w / "nli.jsonl")) {
     for (const char* k : {"sent0", "sent1", "hard_neg"}) check_text(r[k], "nli.jsonl");

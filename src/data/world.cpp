@@ -51,7 +51,7 @@ void validate_world_config(const WorldConfig& c) {
     UNIME_CHECK(v >= lo && v <= hi, "world config: ", name, " must be in [", lo, ", ", hi,
                 "], got ", v);
   };
-  in("image_size", c.image_size, 24, 1024);
+  in("image_size", c.image_size, 32, 1024);  // below 32 px small shapes are blobs
   in("max_objects", c.max_objects, 2, kMaxObjects);
   in("heldout", c.heldout, 1, 16);
   in("pretrain_scenes", c.pretrain_scenes, 0, 1000000);
