@@ -115,12 +115,11 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 
 DecoderAttentionImpl::DecoderAttentionImpl(const io::DecoderConfig& c)
     : n_head_(c.num_attention_heads), n_head_kv_(c.num_key_value_heads), head_dim_(c.head_dim) {
-  using torch::nn::LinearOptions;
   const int64_t D = c.hidden_size;
-  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(D, n_head_ * head_dim_).bias(c.qkv_bias)));
-  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(D, n_head_kv_ * head_dim_).bias(c.qkv_bias)));
-  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(D, n_head_kv_ * head_dim_).bias(c.qkv_bias)));
-  o_proj = register_module("o_proj", torch::nn::Linear(LinearOptions(n_head_ * head_dim_, D).bias(c.o_bias)));
+  q_proj = register_module("q_proj", Linear(D, n_head_ * head_dim_, c.qkv_bias));
+  k_proj = register_module("k_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
+  v_proj = register_module("v_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
+  o_proj = register_module("o_proj", Linear(n_head_ * head_dim_, D, c.o_bias));
 }
 
 torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& rope,
@@ -140,10 +139,9 @@ torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& 
 }
 
 SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias) {
-  using torch::nn::LinearOptions;
-  gate_proj = register_module("gate_proj", torch::nn::Linear(LinearOptions(dim, inner).bias(bias)));
-  up_proj = register_module("up_proj", torch::nn::Linear(LinearOptions(dim, inner).bias(bias)));
-  down_proj = register_module("down_proj", torch::nn::Linear(LinearOptions(inner, dim).bias(bias)));
+  gate_proj = register_module("gate_proj", Linear(dim, inner, bias));
+  up_proj = register_module("up_proj", Linear(dim, inner, bias));
+  down_proj = register_module("down_proj", Linear(inner, dim, bias));
 }
 
 torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {

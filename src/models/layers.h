@@ -7,6 +7,7 @@
 #include <string>
 
 #include "io/hf-config.h"
+#include "models/linear.h"
 
 namespace unime::models {
 
@@ -61,7 +62,7 @@ class DecoderAttentionImpl : public torch::nn::Module {
   explicit DecoderAttentionImpl(const io::DecoderConfig& c);
   // x: [B, T, D] -> [B, T, D]
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
  private:
   int64_t n_head_, n_head_kv_, head_dim_;
 };
@@ -72,7 +73,7 @@ class SwiGluMlpImpl : public torch::nn::Module {
   SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias);
   // x: [B, T, D] -> down(silu(gate(x)) * up(x)): [B, T, D]
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(SwiGluMlp);
 

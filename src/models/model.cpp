@@ -19,9 +19,8 @@ namespace fs = std::filesystem;
 
 ProjectorImpl::ProjectorImpl(int64_t in_dim, int64_t out_dim, const std::string& act, bool bias)
     : act_(act) {
-  using torch::nn::LinearOptions;
-  linear_1 = register_module("linear_1", torch::nn::Linear(LinearOptions(in_dim, out_dim).bias(bias)));
-  linear_2 = register_module("linear_2", torch::nn::Linear(LinearOptions(out_dim, out_dim).bias(bias)));
+  linear_1 = register_module("linear_1", Linear(in_dim, out_dim, bias));
+  linear_2 = register_module("linear_2", Linear(out_dim, out_dim, bias));
 }
 
 torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
@@ -69,8 +68,7 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       break;
     case io::Arch::Clip:
       vision_ = ClipVision(*cfg.vision);
-      visual_projection_ = torch::nn::Linear(
-          torch::nn::LinearOptions(cfg.vision->hidden_size, cfg.vision->projection_dim).bias(false));
+      visual_projection_ = Linear(cfg.vision->hidden_size, cfg.vision->projection_dim, false);
       prefix_vision_ = "vision_model.";
       break;
     case io::Arch::Llava: {
@@ -90,7 +88,7 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
   }
   if (decoder_) {
     const auto& t = *cfg.text;
-    lm_head_ = torch::nn::Linear(torch::nn::LinearOptions(t.hidden_size, t.vocab_size).bias(false));
+    lm_head_ = Linear(t.hidden_size, t.vocab_size, false);
     if (t.tie_word_embeddings) lm_head_->weight = decoder_->embed_tokens->weight;
   }
   for (auto& [prefix, m] : modules()) m->to(dtype_);
@@ -181,7 +179,7 @@ std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dty
       load_into(ck, m->key_lm_head_, m->lm_head_->weight, hint);
     } else {
       // an embedding-only export may drop the head; embeddings never need it
-      m->lm_head_ = torch::nn::Linear{nullptr};
+      m->lm_head_ = Linear{nullptr};
     }
   }
   for (auto& [prefix, mod] : m->modules()) mod->eval();

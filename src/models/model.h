@@ -20,7 +20,7 @@ class ProjectorImpl : public torch::nn::Module {
  public:
   ProjectorImpl(int64_t in_dim, int64_t out_dim, const std::string& act, bool bias);
   torch::Tensor forward(const torch::Tensor& x);  // [N, F, Dv*k] -> [N, F, D]
-  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+  Linear linear_1{nullptr}, linear_2{nullptr};
  private:
   std::string act_;
 };
@@ -69,8 +69,8 @@ class Model {
   Decoder decoder_{nullptr};
   ClipVision vision_{nullptr};
   Projector projector_{nullptr};
-  torch::nn::Linear visual_projection_{nullptr};  // CLIPModel only
-  torch::nn::Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens
+  Linear visual_projection_{nullptr};  // CLIPModel only
+  Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens
   std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_;
 
  private:

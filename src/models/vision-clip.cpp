@@ -6,15 +6,14 @@
 
 namespace unime::models {
 
-using torch::nn::LinearOptions;
 
 ClipAttentionImpl::ClipAttentionImpl(const io::ClipVisionConfig& c)
     : n_head_(c.num_attention_heads), head_dim_(c.hidden_size / c.num_attention_heads) {
   const int64_t D = c.hidden_size;
-  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(D, D)));
-  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(D, D)));
-  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(D, D)));
-  out_proj = register_module("out_proj", torch::nn::Linear(LinearOptions(D, D)));
+  k_proj = register_module("k_proj", Linear(D, D, true));
+  v_proj = register_module("v_proj", Linear(D, D, true));
+  q_proj = register_module("q_proj", Linear(D, D, true));
+  out_proj = register_module("out_proj", Linear(D, D, true));
 }
 
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
@@ -34,8 +33,8 @@ ClipLayerImpl::ClipLayerImpl(const io::ClipVisionConfig& c) : act_(c.hidden_act)
   self_attn = register_module("self_attn", ClipAttention(c));
   layer_norm1 = register_module("layer_norm1", ln(D));
   auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
-  fc1 = mlp->register_module("fc1", torch::nn::Linear(LinearOptions(D, c.intermediate_size)));
-  fc2 = mlp->register_module("fc2", torch::nn::Linear(LinearOptions(c.intermediate_size, D)));
+  fc1 = mlp->register_module("fc1", Linear(D, c.intermediate_size, true));
+  fc2 = mlp->register_module("fc2", Linear(c.intermediate_size, D, true));
   layer_norm2 = register_module("layer_norm2", ln(D));
 }
 

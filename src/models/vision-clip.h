@@ -17,7 +17,7 @@ class ClipAttentionImpl : public torch::nn::Module {
   explicit ClipAttentionImpl(const io::ClipVisionConfig& c);
   // x: [N, P+1, Dv] -> [N, P+1, Dv] (no mask: every patch sees every patch)
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
  private:
   int64_t n_head_, head_dim_;
 };
@@ -29,7 +29,7 @@ class ClipLayerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [N, P+1, Dv] -> same
   ClipAttention self_attn{nullptr};
   torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};  // mlp.fc1, mlp.fc2
+  Linear fc1{nullptr}, fc2{nullptr};  // mlp.fc1, mlp.fc2
  private:
   std::string act_;
 };
