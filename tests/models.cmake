@@ -1,2 +1,4 @@
 # Model parity against the independent Python reference (tests/gen), on tiny checkpoints.
 unime_test(test-model-parity.cpp LABEL model TORCH)
+# End to end: unime embed vs HF tokenizers (node) + Pillow processor + plain-torch reference.
+unime_test(test-embed-e2e.cpp LABEL model)
