@@ -1,5 +1,5 @@
 // `unime random-model --preset NAME --output DIR`: a random-weight HF checkpoint (benches, smoke
-// tests). Presets: tiny-llama, tiny-llava, qwen2-0.5b, llava-qwen2-0.5b, llava-1.5-7b.
+// tests). Presets: tiny-llama, tiny-llava, tiny-llava-qwen2, qwen2-0.5b, llava-qwen2-0.5b, llava-1.5-7b.
 #include <cstdio>
 
 #include "common.h"

@@ -51,6 +51,15 @@ json preset(const std::string& name) {
                                    {"hidden_act", "quick_gelu"}}},
                 {"torch_dtype", "float32"}};
   }
+  if (name == "tiny-llava-qwen2") {  // Qwen2 vocabulary (151936) so real Qwen tokenizers fit
+    json t{{"model_type", "qwen2"}, {"hidden_size", 64}, {"intermediate_size", 128},
+           {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+           {"vocab_size", 151936}, {"max_position_embeddings", 1024}, {"tie_word_embeddings", true}};
+    json j = preset("tiny-llava");
+    j["text_config"] = t;
+    j["image_token_index"] = 151655;  // <|image_pad|>
+    return j;
+  }
   if (name == "qwen2-0.5b") return qwen2_05b();
   if (name == "llava-qwen2-0.5b") {
     json t = qwen2_05b();
@@ -79,7 +88,7 @@ json preset(const std::string& name) {
 }  // namespace
 
 std::vector<std::string> random_model_presets() {
-  return {"tiny-llama", "tiny-llava", "qwen2-0.5b", "llava-qwen2-0.5b", "llava-1.5-7b"};
+  return {"tiny-llama", "tiny-llava", "tiny-llava-qwen2", "qwen2-0.5b", "llava-qwen2-0.5b", "llava-1.5-7b"};
 }
 
 std::string random_model_config(const std::string& name) { return preset(name).dump(2); }
