@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "text/tokenizer-unicode.h"
 #include "text/tokenizer.h"
-#include "tokenizer-test-util.h"
+#include "test-tokenizer-util.h"
 
 using nlohmann::json;
 using unime::text::Tokenizer;

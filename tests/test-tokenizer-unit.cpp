@@ -14,7 +14,7 @@
 #include "text/tokenizer-bpe.h"
 #include "text/tokenizer-unicode.h"
 #include "text/tokenizer.h"
-#include "tokenizer-test-util.h"
+#include "test-tokenizer-util.h"
 
 using nlohmann::json;
 using unime::text::Tokenizer;

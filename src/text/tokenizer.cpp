@@ -388,6 +388,15 @@ struct Tokenizer::Impl {
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json,
                                std::string_view tokenizer_config_json,
                                const std::string& origin) {
+  try {
+    return build(tokenizer_json, tokenizer_config_json, origin);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type
+    throw Error(str(origin, ": unexpected content: ", e.what()));
+  }
+}
+
+Tokenizer Tokenizer::build(std::string_view tokenizer_json,
+                           std::string_view tokenizer_config_json, const std::string& origin) {
   auto impl = std::make_shared<Impl>();
   impl->origin = origin;
   const json j = parse_json(tokenizer_json, origin);

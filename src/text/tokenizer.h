@@ -55,6 +55,8 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  static Tokenizer build(std::string_view tokenizer_json, std::string_view tokenizer_config_json,
+                         const std::string& origin);
   std::shared_ptr<const Impl> impl_;
 };
 
