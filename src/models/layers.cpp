@@ -105,10 +105,24 @@ torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& mask, double scale) {
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S], model dtype
-  if (mask.defined()) scores = scores + mask;
+  const bool no_grad = !torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled();
+  // GQA without copying k/v: fold each kv head's g query heads into the row dimension.
+  // q [B, H, T, d] -> [B, Hkv, g*T, d]; scores [B, Hkv, g*T, S] viewed as [B, Hkv, g, T, S].
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
+  const int64_t Hkv = k.size(1), S = k.size(2), g = H / Hkv;
+  auto qg = g == 1 ? q : q.reshape({B, Hkv, g * T, d});
+  auto scores = torch::matmul(qg, k.transpose(-2, -1));           // [B, Hkv, g*T, S], model dtype
+  if (no_grad) scores.mul_(scale);
+  else scores = scores * scale;
+  if (mask.defined()) {
+    auto s5 = scores.view({B, Hkv, g, T, S});
+    auto m5 = mask.view({mask.size(0), 1, 1, T, S});
+    if (no_grad) s5.add_(m5);
+    else scores = (s5 + m5).view({B, Hkv, g * T, S});
+  }
   auto p = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  return torch::matmul(p, v);                                     // [B, H, T, d]
+  auto y = torch::matmul(p, v);                                     // [B, Hkv, g*T, d]
+  return g == 1 ? y : y.view({B, H, T, d});                         // [B, H, T, d]
 }
 
 // ---- decoder layer -----------------------------------------------------------------------------
@@ -130,10 +144,8 @@ torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& 
   auto v = v_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
-  if (n_head_kv_ != n_head_) {  // GQA: each kv head serves H/Hkv query heads (HF repeat_kv)
-    k = k.repeat_interleave(n_head_ / n_head_kv_, /*dim=*/1);
-    v = v.repeat_interleave(n_head_ / n_head_kv_, /*dim=*/1);
-  }
+  // GQA: each kv head serves H/Hkv consecutive query heads (HF repeat_kv); attention() folds
+  // them instead of copying k and v.
   auto y = attention(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head_ * head_dim_}));    // [B, T, D]
 }
@@ -145,6 +157,11 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias) {
 }
 
 torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+  if (!torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled()) {
+    auto g = gate_proj(x);  // in place: no autograd graph to keep
+    torch::silu_(g);
+    return down_proj(g.mul_(up_proj(x)));
+  }
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 

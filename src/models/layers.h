@@ -51,7 +51,8 @@ torch::Tensor apply_rope(const torch::Tensor& x, const Rope& rope);
 torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::ScalarType dtype);
 
 /// softmax(q k^T * scale + mask) v with HF's dtype handling (scores in the model dtype, softmax
-/// in float32). q: [B, H, T, d]; k, v: [B, H, S, d]; mask: [B, 1, T, S] or undefined -> [B, H, T, d]
+/// in float32). q: [B, H, T, d]; k, v: [B, Hkv, S, d] (GQA: query head h uses kv head h / (H/Hkv));
+/// mask: [B, 1, T, S] or undefined -> [B, H, T, d]
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& mask, double scale);
 
