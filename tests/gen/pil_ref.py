@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Pillow / numpy references for tests/test-image.cpp and tests/test-clip-processor.cpp.
+
+Usage: pil_ref.py JOBS.json   (run with /usr/bin/python3: Debian's python3-pil and python3-numpy)
+
+JOBS.json is a list of jobs; each has an "op":
+  {"op": "make_images", "dir": D, "seed": S}
+      writes test images with Pillow's own encoders (PNG in modes RGB/RGBA/L/LA/P/1/I;16,
+      16-bit RGB, JPEG baseline/progressive/grey, BMP, GIF) and D/images.json listing them.
+  {"op": "decode", "src": IMG, "out": RAW}
+      Image.open(IMG).convert("RGB") -> RAW (uint8 HWC bytes); RAW.json holds [h, w].
+  {"op": "resize", "src": IMG, "width": W, "height": H, "filter": F, "out": RAW}
+      Image.open(IMG).convert("RGB").resize((W, H), resample=F, reducing_gap=None) -> RAW.
+  {"op": "clip", "src": IMG, "config": PREPROCESSOR_CONFIG, "out": NPY}
+      numpy re-implementation of transformers' CLIPImageProcessor.preprocess (HF itself is not
+      installed here), following image_processing_clip.py and image_transforms.py:
+      convert_rgb, resize via PIL (get_resize_output_image_size with default_to_square=False),
+      center_crop with zero padding, rescale in float64 -> float32, normalize in float32, CHW;
+      saved as float32 [1, 3, H, W].
+"""
+import json
+import math
+import sys
+
+import numpy as np
+from PIL import Image
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def save_raw(arr, out):
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    with open(out, "wb") as f:
+        f.write(arr.tobytes())
+    with open(out + ".json", "w") as f:
+        json.dump(list(arr.shape[:2]), f)
+
+
+def make_images(d, seed):
+    rng = np.random.default_rng(seed)
+    listing = []
+
+    def smooth(h, w, c):
+        # gradients + noise: JPEG-friendly content with real structure
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)),
+                         ((x + y) * 127 // max(w + h - 2, 1))], -1)[..., :c]
+        return np.clip(base + rng.integers(-20, 21, (h, w, c)), 0, 255).astype(np.uint8)
+
+    def add(name, img, **kw):
+        path = f"{d}/{name}"
+        img.save(path, **kw)
+        listing.append({"file": path, "exact": not name.endswith((".jpg", ".gif"))})
+
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    add("rgb.png", Image.fromarray(rgb, "RGB"))
+    add("rgba.png", Image.fromarray(rng.integers(0, 256, (20, 31, 4), dtype=np.uint8), "RGBA"))
+    add("l.png", Image.fromarray(rng.integers(0, 256, (19, 23), dtype=np.uint8), "L"))
+    add("la.png", Image.fromarray(rng.integers(0, 256, (17, 11, 2), dtype=np.uint8), "LA"))
+    add("p.png", Image.fromarray(rgb, "RGB").quantize(colors=50))
+    add("bw.png", Image.fromarray(rng.integers(0, 2, (13, 29), dtype=np.uint8) * 255, "L").convert("1"))
+    add("i16.png", Image.fromarray(rng.integers(0, 1024, (9, 14)).astype(np.uint16), "I;16"))
+    add("one_by_n.png", Image.fromarray(rng.integers(0, 256, (1, 40, 3), dtype=np.uint8), "RGB"))
+    add("rgb.bmp", Image.fromarray(rgb, "RGB"))
+    add("smooth.jpg", Image.fromarray(smooth(120, 160, 3), "RGB"), quality=90)
+    add("smooth_444.jpg", Image.fromarray(smooth(64, 80, 3), "RGB"), quality=95, subsampling=0)
+    add("progressive.jpg", Image.fromarray(smooth(75, 99, 3), "RGB"), quality=85, progressive=True)
+    add("grey.jpg", Image.fromarray(smooth(50, 70, 1)[..., 0], "L"), quality=90)
+    add("p.gif", Image.fromarray(rgb, "RGB").quantize(colors=64))
+    # 16-bit RGB PNG: Pillow cannot write it from a mode, so build the file by hand
+    import struct, zlib
+    h16 = rng.integers(0, 65536, (7, 9, 3)).astype(">u2")
+    raw = b"".join(b"\x00" + h16[r].tobytes() for r in range(7))
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9, 7, 16, 2, 0, 0, 0)) +
+           chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    with open(f"{d}/rgb16.png", "wb") as f:
+        f.write(png)
+    listing.append({"file": f"{d}/rgb16.png", "exact": True})
+    with open(f"{d}/images.json", "w") as f:
+        json.dump(listing, f)
+
+
+# ---- CLIPImageProcessor, re-implemented with numpy + PIL --------------------
+
+def get_size_dict(size, default_to_square):
+    if isinstance(size, dict):
+        return size
+    if isinstance(size, int):
+        return {"height": size, "width": size} if default_to_square else {"shortest_edge": size}
+    if isinstance(size, (list, tuple)):
+        return {"height": size[0], "width": size[1]}
+    raise ValueError(size)
+
+
+def get_resize_output_image_size(h, w, size, default_to_square):
+    if isinstance(size, (tuple, list)):
+        return tuple(size)
+    if default_to_square:
+        return (size, size)
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def center_crop(image, crop_h, crop_w):  # image: HWC
+    orig_h, orig_w = image.shape[:2]
+    top = (orig_h - crop_h) // 2
+    bottom = top + crop_h
+    left = (orig_w - crop_w) // 2
+    right = left + crop_w
+    if top >= 0 and bottom <= orig_h and left >= 0 and right <= orig_w:
+        return image[top:bottom, left:right]
+    new_h, new_w = max(crop_h, orig_h), max(crop_w, orig_w)
+    new_image = np.zeros_like(image, shape=(new_h, new_w) + image.shape[2:])
+    top_pad = math.ceil((new_h - orig_h) / 2)
+    left_pad = math.ceil((new_w - orig_w) / 2)
+    new_image[top_pad:top_pad + orig_h, left_pad:left_pad + orig_w] = image
+    top += top_pad
+    bottom += top_pad
+    left += left_pad
+    right += left_pad
+    return new_image[max(0, top):min(new_h, bottom), max(0, left):min(new_w, right)]
+
+
+def clip_preprocess(src, cfg_path):
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    size = get_size_dict(cfg.get("size", {"shortest_edge": 224}), default_to_square=False)
+    if cfg.get("use_square_size"):
+        size = {"height": size["shortest_edge"], "width": size["shortest_edge"]}
+    crop = get_size_dict(cfg.get("crop_size", {"height": 224, "width": 224}), default_to_square=True)
+    resample = cfg.get("resample", 3)
+    mean = cfg.get("image_mean", OPENAI_CLIP_MEAN)
+    std = cfg.get("image_std", OPENAI_CLIP_STD)
+    if not isinstance(mean, list):
+        mean = [mean] * 3
+    if not isinstance(std, list):
+        std = [std] * 3
+
+    pil = Image.open(src).convert("RGB")  # convert_to_rgb
+    image = np.array(pil)                  # to_numpy_array: HWC uint8
+    if cfg.get("do_resize", True):
+        if "shortest_edge" in size:
+            out = get_resize_output_image_size(*image.shape[:2], size["shortest_edge"], False)
+        else:
+            out = (size["height"], size["width"])
+        h, w = out
+        image = np.array(Image.fromarray(image).resize((w, h), resample=resample, reducing_gap=None))
+    if cfg.get("do_center_crop", True):
+        image = center_crop(image, crop["height"], crop["width"])
+    if cfg.get("do_rescale", True):
+        image = (image.astype(np.float64) * cfg.get("rescale_factor", 1 / 255)).astype(np.float32)
+    if cfg.get("do_normalize", True):
+        if not np.issubdtype(image.dtype, np.floating):
+            image = image.astype(np.float32)
+        m = np.array(mean, dtype=image.dtype)
+        s = np.array(std, dtype=image.dtype)
+        image = (image - m) / s
+    image = image.astype(np.float32).transpose(2, 0, 1)[None]  # [1, 3, H, W]
+    return np.ascontiguousarray(image)
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    for job in jobs:
+        op = job["op"]
+        if op == "make_images":
+            make_images(job["dir"], job.get("seed", 0))
+        elif op == "decode":
+            save_raw(np.array(Image.open(job["src"]).convert("RGB")), job["out"])
+        elif op == "resize":
+            im = Image.open(job["src"]).convert("RGB")
+            out = im.resize((job["width"], job["height"]), resample=job["filter"], reducing_gap=None)
+            save_raw(np.array(out), job["out"])
+        elif op == "clip":
+            np.save(job["out"], clip_preprocess(job["src"], job["config"]))
+        else:
+            raise SystemExit(f"pil_ref.py: unknown op {op}")
+
+
+if __name__ == "__main__":
+    main()
