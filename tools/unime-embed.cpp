@@ -63,6 +63,7 @@ void add_model_options(CLI::App* cmd, std::string& model, EmbedderOptions& opt) 
                   "prompt template: llava-mistral, phi3v, llama3, qwen2, plain, or a JSON file");
   cmd->add_option("--device", opt.device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_flag("--truncate", opt.truncate, "cut inputs longer than max_position_embeddings");
+  cmd->add_option("--lora", opt.lora, "PEFT LoRA adapter folder (repeatable: merged in order)");
 }
 
 }  // namespace unime::tools

@@ -37,6 +37,7 @@ struct EmbedderOptions {
   int threads = 0;                ///< 0 = all cores
   bool truncate = false;          ///< cut inputs longer than max_position_embeddings
   std::string prompt_template;    ///< "" = the family's built-in template; a name or JSON file
+  std::vector<std::string> lora;  ///< PEFT LoRA adapter folders, merged into the weights in order
   std::string device = "cpu";     ///< cpu | cuda | cuda:N
   int64_t max_image_pixels = 8192LL * 8192;
 };

@@ -1,0 +1,157 @@
+// embed::Encoder; see encoder.h. METHOD.md section 1: template, left padding, last token after
+// the final norm, L2 normalisation.
+#include "embed/encoder.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/image.h"
+
+namespace unime::embed {
+
+namespace fs = std::filesystem;
+
+static std::string where(const EmbedInput& in) { return in.where.empty() ? "input" : in.where; }
+
+Encoder::Encoder(std::shared_ptr<models::Model> model, std::string dir,
+                 const std::string& prompt_template, bool truncate, int64_t max_image_pixels,
+                 torch::Device device)
+    : model_(std::move(model)), dir_(std::move(dir)), truncate_(truncate),
+      max_image_pixels_(max_image_pixels), device_(device) {
+  if (!prompt_template.empty()) tmpl_ = text::load_template(prompt_template);
+}
+
+int64_t Encoder::dim() const {
+  const auto& c = model_->config();
+  if (c.text) return c.text->hidden_size;
+  return c.arch == io::Arch::Clip ? c.vision->projection_dim : c.vision->hidden_size;
+}
+
+const text::Tokenizer& Encoder::tokenizer(const EmbedInput& in) {
+  if (!tok_) {
+    UNIME_CHECK(fs::exists(fs::path(dir_) / "tokenizer.json"), where(in), ": ", dir_,
+                " has no tokenizer.json; text inputs need one (or give input_ids)");
+    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::load(dir_));
+  }
+  return *tok_;
+}
+
+const text::PromptTemplate& Encoder::prompt_template() {
+  if (!tmpl_) tmpl_ = text::load_template(default_template_name(dir_));
+  return *tmpl_;
+}
+
+std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
+  const auto& c = model_->config();
+  const int64_t n_images = static_cast<int64_t>(in.images.size() + in.image_bytes.size());
+  UNIME_CHECK(c.text, where(in), ": this model (", io::arch_name(c.arch),
+              ") has no language model; it embeds images only");
+  std::vector<int64_t> ids;
+  if (in.input_ids) {
+    ids = *in.input_ids;
+    for (int64_t t : ids)
+      UNIME_CHECK(t >= 0 && t < c.text->vocab_size, where(in), ": token id ", t,
+                  " is outside the vocabulary (vocab_size ", c.text->vocab_size, ")");
+  } else {
+    const auto& tok = tokenizer(in);
+    std::string prompt = text::render_prompt(prompt_template(), in.instruction, in.text,
+                                             static_cast<int>(n_images));
+    for (int32_t t : tok.encode(prompt, /*add_special_tokens=*/true)) ids.push_back(t);
+  }
+  if (c.arch == io::Arch::Llava) {
+    UNIME_CHECK(n_images > 0 || std::count(ids.begin(), ids.end(), c.llava.image_token_id) == 0,
+                where(in), ": the input has image tokens (id ", c.llava.image_token_id,
+                ") but no image");
+    if (n_images > 0)
+      ids = models::expand_image_tokens(ids, c.llava.image_token_id, n_images,
+                                        c.image_feature_tokens(), where(in));
+  } else {
+    UNIME_CHECK(n_images == 0, where(in), ": this model (", io::arch_name(c.arch),
+                ") has no vision tower; remove the image");
+  }
+  const int64_t max_len = c.text->max_position_embeddings;
+  if (static_cast<int64_t>(ids.size()) > max_len) {
+    UNIME_CHECK(truncate_, where(in), ": input has ", ids.size(),
+                " tokens, more than the model's max_position_embeddings (", max_len,
+                "); use --truncate to cut it");
+    ids.resize(max_len);
+    if (c.arch == io::Arch::Llava) {
+      const int64_t left = std::count(ids.begin(), ids.end(), c.llava.image_token_id);
+      UNIME_CHECK(left == n_images * c.image_feature_tokens(), where(in),
+                  ": --truncate would cut through an image's tokens (", ids.size(), " tokens kept)");
+    }
+  }
+  UNIME_CHECK(!ids.empty(), where(in), ": empty input (no tokens)");
+  return ids;
+}
+
+torch::Tensor Encoder::pixels(const EmbedInput& in) {
+  if (in.images.empty() && in.image_bytes.empty()) return {};
+  const auto& c = model_->config();
+  UNIME_CHECK(c.vision, where(in), ": this model (", io::arch_name(c.arch),
+              ") has no vision tower; remove the image");
+  const auto& vc = *c.vision;
+  if (!proc_) {
+    const fs::path p = fs::path(dir_) / "preprocessor_config.json";
+    proc_ = std::make_unique<vision::ClipProcessorConfig>(vision::load_clip_processor_config(p.string()));
+  }
+  std::vector<torch::Tensor> out;
+  auto add = [&](const io::Image& img, const std::string& name) {
+    int h = 0, w = 0;
+    std::vector<float> chw = vision::clip_preprocess(img, *proc_, &h, &w);
+    UNIME_CHECK(h == vc.image_size && w == vc.image_size, name, ": the image processor gives ", h,
+                "x", w, " pixels but the vision tower expects ", vc.image_size, "x", vc.image_size,
+                "; check preprocessor_config.json crop_size");
+    out.push_back(torch::from_blob(chw.data(), {1, 3, h, w}, torch::kFloat32).clone());
+  };
+  for (const auto& path : in.images) add(io::load_image(path, max_image_pixels_), path);
+  for (size_t i = 0; i < in.image_bytes.size(); ++i) {
+    const std::string name = str(where(in), ": image ", i + 1);
+    const auto& b = in.image_bytes[i];
+    add(io::decode_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), name, max_image_pixels_),
+        name);
+  }
+  return torch::cat(out, 0);
+}
+
+torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,
+                               std::vector<std::vector<int64_t>> ids, bool normalize) {
+  namespace F = torch::nn::functional;
+  const int64_t B = static_cast<int64_t>(inputs.size());
+  TORCH_CHECK(B > 0, "Encoder::forward: empty batch");
+  const auto& c = model_->config();
+  torch::Tensor h;
+  if (!c.text) {  // CLIP: one image per input, no text
+    std::vector<torch::Tensor> px;
+    for (const EmbedInput* in : inputs) {
+      UNIME_CHECK(in->images.size() + in->image_bytes.size() == 1 && in->text.empty() &&
+                      in->instruction.empty() && !in->input_ids,
+                  where(*in), ": a CLIP vision model embeds exactly one image and no text");
+      px.push_back(pixels(*in));
+    }
+    h = model_->clip_image_embeds(torch::cat(px, 0).to(device_)).to(torch::kFloat32);
+  } else {
+    if (ids.empty())
+      for (const EmbedInput* in : inputs) ids.push_back(token_ids(*in));
+    size_t T = 0;
+    for (const auto& r : ids) T = std::max(T, r.size());
+    auto id_t = torch::zeros({B, static_cast<int64_t>(T)}, torch::kInt64);
+    auto real = torch::zeros({B, static_cast<int64_t>(T)}, torch::kBool);
+    std::vector<torch::Tensor> px;
+    for (int64_t b = 0; b < B; ++b) {  // left padding: the last token is every row's last column
+      const auto& row = ids[b];
+      const int64_t L = static_cast<int64_t>(row.size()), off = static_cast<int64_t>(T) - L;
+      std::copy(row.begin(), row.end(), id_t[b].data_ptr<int64_t>() + off);
+      real[b].narrow(0, off, L).fill_(true);
+      auto p = pixels(*inputs[b]);
+      if (p.defined()) px.push_back(p);
+    }
+    models::TokenBatch batch{id_t.to(device_), real.to(device_),
+                             px.empty() ? torch::Tensor() : torch::cat(px, 0).to(device_)};
+    h = model_->last_token_hidden(batch).to(torch::kFloat32);  // [B, D]
+  }
+  return normalize ? F::normalize(h, F::NormalizeFuncOptions().dim(-1)) : h;
+}
+
+}  // namespace unime::embed

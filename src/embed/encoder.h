@@ -1,0 +1,54 @@
+// embed::Encoder: the UniME input pipeline shared by inference (Embedder) and training (trainer):
+// prompt template -> token ids (image tokens expanded) + pixels -> model -> last-token hidden state
+// -> L2 norm. It runs under whatever grad mode the caller sets, so training re-uses it as is.
+// Legend: B batch, T tokens, D hidden, N images, C channels, S image size.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "text/prompt.h"
+#include "text/tokenizer.h"
+#include "unime/embedder.h"
+#include "vision/clip-processor.h"
+
+namespace unime::embed {
+
+class Encoder {
+ public:
+  /// model: a loaded model; dir: its folder (tokenizer.json, preprocessor_config.json);
+  /// prompt_template: "" = the family default.
+  Encoder(std::shared_ptr<models::Model> model, std::string dir, const std::string& prompt_template,
+          bool truncate, int64_t max_image_pixels, torch::Device device);
+
+  models::Model& model() { return *model_; }
+  int64_t dim() const;
+  const text::PromptTemplate& prompt_template();
+
+  /// Token ids exactly as the model sees them (template, special tokens, image expansion).
+  std::vector<int64_t> token_ids(const EmbedInput& in);
+  /// One input's images -> [n, C, S, S] float32 on the CPU (undefined when it has none).
+  torch::Tensor pixels(const EmbedInput& in);
+
+  /// Embeds inputs as one left-padded batch: [B, D] float32, L2-normalised when `normalize`.
+  /// ids: token_ids() of each input (pass them when already computed, else empty).
+  torch::Tensor forward(const std::vector<const EmbedInput*>& inputs,
+                        std::vector<std::vector<int64_t>> ids = {}, bool normalize = true);
+
+ private:
+  const text::Tokenizer& tokenizer(const EmbedInput& in);
+
+  std::shared_ptr<models::Model> model_;
+  std::string dir_;
+  bool truncate_;
+  int64_t max_image_pixels_;
+  torch::Device device_;
+  std::unique_ptr<text::Tokenizer> tok_;
+  std::optional<text::PromptTemplate> tmpl_;
+  std::unique_ptr<vision::ClipProcessorConfig> proc_;
+};
+
+}  // namespace unime::embed

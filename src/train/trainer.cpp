@@ -1,0 +1,323 @@
+// The UniME training loop; see trainer.h. References: UniME / VLM2Vec training scripts (HF Trainer
+// semantics: AdamW betas (0.9, 0.999), eps 1e-8, linear schedule with warm-up, grad-norm clipping).
+// Legend: N global batch, M candidates (N positives + explicit negatives), D embedding dim.
+#include "train/trainer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "embed/encoder.h"
+#include "io/fs.h"
+#include "io/jsonl.h"
+#include "io/npy.h"
+#include "train/grad-cache.h"
+#include "train/loss-contrastive.h"
+#include "train/loss-distill.h"
+#include "train/lora.h"
+#include "unime/runtime.h"
+
+namespace unime::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+double schedule_lr(const std::string& schedule, double lr, int64_t s, int64_t total, int64_t warmup) {
+  // HF get_{linear,cosine}_schedule_with_warmup: optimizer step s (1-based) uses lambda(s - 1)
+  const double cur = static_cast<double>(s - 1);
+  if (cur < static_cast<double>(warmup)) return lr * cur / static_cast<double>(std::max<int64_t>(1, warmup));
+  if (schedule == "constant") return lr;
+  const double span = static_cast<double>(std::max<int64_t>(1, total - warmup));
+  if (schedule == "cosine") {
+    const double progress = (cur - static_cast<double>(warmup)) / span;
+    return lr * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  }
+  return lr * std::max(0.0, (static_cast<double>(total) - cur) / span);
+}
+
+namespace {
+
+// ---- data ----------------------------------------------------------------------------------------
+
+struct Pair {  // one MMEB-train row
+  EmbedInput qry, pos;
+  std::optional<EmbedInput> neg;
+};
+
+std::string resolve(const fs::path& root, const std::string& p) {
+  if (p.empty()) return p;
+  return fs::path(p).is_absolute() ? p : (root / p).string();
+}
+
+std::vector<Pair> read_pairs(const std::string& path, const std::string& image_root) {
+  const fs::path root = image_root.empty() ? fs::path(path).parent_path() : fs::path(image_root);
+  std::vector<Pair> rows;
+  io::read_jsonl(path, [&](int64_t line, const json& r) {
+    const std::string where = str(path, ":", line);
+    auto side = [&](const char* text_key, const char* image_key) {
+      EmbedInput in;
+      in.where = where;
+      in.text = io::json_string(r, text_key, where);
+      const std::string img = io::json_string(r, image_key, where);
+      if (!img.empty()) in.images.push_back(resolve(root, img));
+      return in;
+    };
+    Pair p{side("qry", "qry_image_path"), side("pos_text", "pos_image_path"), std::nullopt};
+    UNIME_CHECK(!p.qry.text.empty() || !p.qry.images.empty(), where, ": empty query (qry and qry_image_path)");
+    UNIME_CHECK(!p.pos.text.empty() || !p.pos.images.empty(), where, ": empty positive (pos_text and pos_image_path)");
+    EmbedInput neg = side("neg_text", "neg_image_path");
+    if (!neg.text.empty() || !neg.images.empty()) p.neg = neg;
+    rows.push_back(std::move(p));
+  });
+  UNIME_CHECK(!rows.empty(), path, ": no training rows");
+  return rows;
+}
+
+// stage 1: every sentence of the file in order (a "text" row, or NLI sent0, sent1, hard_neg)
+std::vector<EmbedInput> read_sentences(const std::string& path) {
+  std::vector<EmbedInput> out;
+  io::read_jsonl(path, [&](int64_t line, const json& r) {
+    const std::string where = str(path, ":", line);
+    bool any = false;
+    for (const char* key : {"text", "sent0", "sent1", "hard_neg"}) {
+      std::string s = io::json_string(r, key, where);
+      if (s.empty()) continue;
+      EmbedInput in;
+      in.where = where;
+      in.text = s;
+      out.push_back(std::move(in));
+      any = true;
+    }
+    UNIME_CHECK(any, where, ": no sentence (expected 'text', or 'sent0'/'sent1'/'hard_neg')");
+  });
+  UNIME_CHECK(!out.empty(), path, ": no sentences");
+  return out;
+}
+
+// Fisher-Yates with mt19937_64 (std::shuffle's algorithm is implementation-defined)
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(v[i], v[static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1))]);
+  return v;
+}
+
+// rows [step*B, (step+1)*B) of the endless shuffled stream; incomplete tail batches are dropped
+std::vector<int64_t> batch_rows(int64_t n, int64_t B, int64_t step0, uint64_t seed) {
+  const int64_t per_epoch = n / B;
+  const int64_t epoch = step0 / per_epoch, pos = (step0 % per_epoch) * B;
+  auto order = epoch_order(n, seed, epoch);
+  return std::vector<int64_t>(order.begin() + pos, order.begin() + pos + B);
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+int64_t latest_checkpoint(const fs::path& dir) {
+  int64_t best = -1;
+  if (!fs::is_directory(dir)) return best;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("step-", 0) != 0 || n.find(".tmp") != std::string::npos) continue;
+    if (!fs::exists(e.path() / "trainer_state.json")) continue;  // incomplete
+    try {
+      best = std::max<int64_t>(best, std::stoll(n.substr(5)));
+    } catch (...) {
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+void run_training(const TrainOptions& o) {
+  UNIME_CHECK(o.stage == "distill" || o.stage == "instruct", "train: unknown stage '", o.stage, "'");
+  UNIME_CHECK(o.batch_size >= 2, "--batch-size must be at least 2, got ", o.batch_size);
+  UNIME_CHECK(o.optimizer == "adamw" || o.optimizer == "sgd", "--optimizer must be adamw or sgd, got '", o.optimizer, "'");
+  UNIME_CHECK(o.schedule == "linear" || o.schedule == "cosine" || o.schedule == "constant",
+              "--schedule must be linear, cosine or constant, got '", o.schedule, "'");
+  UNIME_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
+  UNIME_CHECK(o.temperature > 0, "--temperature must be positive");
+  UNIME_CHECK(o.hard_negatives >= 0, "--hard-negatives must be >= 0");
+  const bool distill = o.stage == "distill";
+  if (!distill && o.hard_negatives > 0)
+    UNIME_CHECK(o.batch_size >= o.hard_negatives + 1, "--batch-size ", o.batch_size,
+                " is too small for --hard-negatives ", o.hard_negatives, ": need at least k + 1 = ",
+                o.hard_negatives + 1, " candidates per query");
+  LoraConfig lcfg;
+  lcfg.r = o.lora.r;
+  lcfg.alpha = o.lora.alpha;
+  lcfg.dropout = o.lora.dropout;
+  lcfg.target_modules = o.lora.target_modules;
+  lcfg.qlora = o.lora.qlora;
+  lcfg.validate();
+  set_threads(o.threads);
+  const KlDirection kl_dir = parse_kl_direction(o.kl_direction);
+
+  // data
+  std::vector<Pair> pairs;
+  std::vector<EmbedInput> sentences;
+  torch::Tensor teacher;  // [N, Dt], L2-normalised
+  if (distill) {
+    sentences = read_sentences(o.data);
+    UNIME_CHECK(!o.teacher.empty(), "train distill: --teacher (teacher embeddings .npy) is required");
+    auto t = io::read_npy_f32(o.teacher);
+    UNIME_CHECK(t.shape.size() == 2, o.teacher, ": expected a 2-D array [N, D], got ", t.shape.size(), " dims");
+    UNIME_CHECK(t.shape[0] == static_cast<int64_t>(sentences.size()), o.teacher, ": ", t.shape[0],
+                " teacher rows but ", o.data, " has ", sentences.size(),
+                " sentences (row i = the i-th sentence, NLI rows counting sent0, sent1, hard_neg)");
+    teacher = torch::from_blob(t.data.data(), {t.shape[0], t.shape[1]}, torch::kFloat32).clone();
+    teacher = torch::nn::functional::normalize(teacher, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  } else {
+    pairs = read_pairs(o.data, o.image_root);
+  }
+  const int64_t n_rows = distill ? static_cast<int64_t>(sentences.size()) : static_cast<int64_t>(pairs.size());
+  UNIME_CHECK(n_rows >= o.batch_size, o.data, ": ", n_rows, " rows, fewer than --batch-size ", o.batch_size);
+  const int64_t total = o.steps > 0 ? o.steps : n_rows / o.batch_size;
+
+  // model + adapters
+  const fs::path out(o.output);
+  fs::create_directories(out / "checkpoints");
+  auto model = models::Model::load(o.model, models::parse_dtype(o.dtype));
+  UNIME_CHECK(model->has_decoder(), o.model, ": training needs a model with a language model");
+  for (const auto& dir : o.lora_in) merge_lora(*model, dir);
+  int64_t start = 0;
+  const int64_t resume_from = o.resume ? latest_checkpoint(out / "checkpoints") : -1;
+  LoraSet lora;
+  if (resume_from > 0) {
+    freeze(*model);
+    lora = load_lora(*model, (out / "checkpoints" / str("step-", resume_from)).string(), /*trainable=*/true);
+    start = resume_from;
+  } else {
+    lora = apply_lora(*model, lcfg, o.seed);
+  }
+  for (auto& [prefix, m] : model->modules()) m->train();
+  embed::Encoder enc(model, o.model, o.prompt_template, o.truncate, 8192LL * 8192, torch::kCPU);
+  std::vector<torch::Tensor> params = lora.parameters();
+  std::unique_ptr<torch::optim::Optimizer> optim;
+  if (o.optimizer == "adamw")
+    optim = std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.999}).eps(1e-8).weight_decay(o.weight_decay));
+  else
+    optim = std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(o.lr));
+  if (resume_from > 0) torch::load(*optim, (out / "checkpoints" / str("step-", resume_from) / "optimizer.pt").string());
+
+  // metrics.jsonl: keep the lines up to the resumed step
+  std::vector<std::string> kept;
+  if (resume_from > 0 && fs::exists(out / "metrics.jsonl")) {
+    std::ifstream in(out / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        if (json::parse(line).value("step", int64_t{0}) <= resume_from) kept.push_back(line);
+      } catch (...) {
+      }
+    }
+  }
+  {
+    std::ofstream m(out / "metrics.jsonl", std::ios::trunc);
+    for (auto& l : kept) m << l << "\n";
+  }
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+
+  const int64_t chunk_q = o.gc_chunk_size_query >= 0 ? o.gc_chunk_size_query : o.gc_chunk_size;
+  const int64_t chunk_c = o.gc_chunk_size_candidate >= 0 ? o.gc_chunk_size_candidate : o.gc_chunk_size;
+  const std::optional<double> margin = o.fn_margin;
+  ProgressBar bar(str("train ", o.stage), total, "steps");
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t samples = 0;
+
+  auto save = [&](const fs::path& dir, int64_t step) {
+    // a checkpoint appears whole or not at all: written to step-N.tmp, then renamed
+    const fs::path tmp = dir.string() + ".tmp";
+    fs::remove_all(tmp);
+    lora.save(tmp.string(), o.model);
+    torch::save(*optim, (tmp / "optimizer.pt").string());
+    json st{{"step", step}, {"total_steps", total}, {"seed", o.seed}, {"batch_size", o.batch_size},
+            {"stage", o.stage}, {"data", o.data}, {"rows", n_rows},
+            {"rng", "dropout seeded from (seed, step); data order from (seed, epoch)"}};
+    io::write_file_atomic((tmp / "trainer_state.json").string(), st.dump(2) + "\n");
+    fs::remove_all(dir);
+    fs::rename(tmp, dir);
+  };
+
+  for (int64_t step = start + 1; step <= total; ++step) {
+    const double lr = schedule_lr(o.schedule, o.lr, step, total, o.warmup_steps);
+    for (auto& g : optim->param_groups()) {
+      if (o.optimizer == "adamw") static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+      else static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+    }
+    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));  // dropout masks
+    const auto rows = batch_rows(n_rows, o.batch_size, step - 1, o.seed);
+    optim->zero_grad();
+    GradCacheResult res;
+    HardNegStats stats;
+    if (distill) {
+      std::vector<const EmbedInput*> in;
+      for (int64_t r : rows) in.push_back(&sentences[r]);
+      auto t = teacher.index_select(0, torch::tensor(rows, torch::kInt64));
+      GradCacheSide side{static_cast<int64_t>(in.size()), chunk_q, [&](int64_t b, int64_t e) {
+                           return enc.forward({in.begin() + b, in.begin() + e});
+                         }};
+      res = grad_cache_step({side}, [&](const std::vector<torch::Tensor>& reps) {
+        return loss_distill(reps[0], t, o.temperature, kl_dir);
+      });
+    } else {
+      std::vector<const EmbedInput*> q, c;
+      for (int64_t r : rows) {
+        q.push_back(&pairs[r].qry);
+        c.push_back(&pairs[r].pos);
+      }
+      for (int64_t r : rows)
+        if (pairs[r].neg) c.push_back(&*pairs[r].neg);
+      GradCacheSide qs{static_cast<int64_t>(q.size()), chunk_q, [&](int64_t b, int64_t e) {
+                         return enc.forward({q.begin() + b, q.begin() + e});
+                       }};
+      GradCacheSide cs{static_cast<int64_t>(c.size()), chunk_c, [&](int64_t b, int64_t e) {
+                         return enc.forward({c.begin() + b, c.begin() + e});
+                       }};
+      res = grad_cache_step({qs, cs}, [&](const std::vector<torch::Tensor>& reps) {
+        return loss_hard_negative(reps[0], reps[1], o.temperature, o.hard_negatives, margin, &stats);
+      });
+    }
+    const double loss = res.loss.item<double>();
+    if (!std::isfinite(loss)) {
+      std::string ids;
+      for (int64_t r : rows) ids += (ids.empty() ? "" : ",") + std::to_string(r);
+      throw Error(str("train ", o.stage, ": loss is ", loss, " at step ", step, "; batch rows (0-based) [", ids,
+                      "]; try a lower --lr or check those rows"));
+    }
+    double grad_norm = 0;
+    if (o.max_grad_norm > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
+    optim->step();
+    samples += o.batch_size;
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json m{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+           {"samples_per_s", samples / std::max(1e-9, el)}, {"elapsed_s", el}};
+    if (!distill) {
+      m["fn_removed_per_row"] = stats.removed_per_row;
+      m["mean_pos_sim"] = stats.mean_pos_sim;
+      m["mean_neg_sim"] = stats.mean_neg_sim;
+    } else {
+      auto s = res.reps[0];
+      auto sim = s.matmul(s.t());
+      const int64_t n = sim.size(0);
+      m["mean_offdiag_sim"] = ((sim.sum() - sim.diagonal().sum()) / std::max<int64_t>(1, n * (n - 1))).item<double>();
+    }
+    metrics << m.dump() << "\n";
+    metrics.flush();
+    if (!o.quiet)
+      bar.update(step, str("loss ", loss, " lr ", lr, " ", static_cast<int64_t>(samples / std::max(1e-9, el) * 100) / 100.0,
+                           " samples/s"));
+    if (o.save_every > 0 && step % o.save_every == 0) save(out / "checkpoints" / str("step-", step), step);
+  }
+  if (!o.quiet) bar.finish();
+  if (o.save_every <= 0 || total % o.save_every != 0) save(out / "checkpoints" / str("step-", total), total);
+  lora.save(out.string(), o.model);
+}
+
+}  // namespace unime::train

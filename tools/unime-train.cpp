@@ -1,0 +1,82 @@
+// `unime train distill|instruct`: UniME's two training stages with LoRA (src/train/trainer.h).
+//   unime train distill  --model DIR --data NLI.jsonl --teacher T.npy --output OUT [loop options]
+//   unime train instruct --model DIR --data TRAIN.jsonl [--image-root DIR] --output OUT [loop options]
+#include <cstdio>
+
+#include "common.h"
+#include "train/trainer.h"
+
+namespace {
+
+void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o, std::string& fn_margin) {
+  cmd->add_option("--model", o.model, "base model folder (Hugging Face layout)")->required();
+  cmd->add_option("--data", o.data, "training data (JSONL)")->required();
+  cmd->add_option("--output", o.output, "output folder (adapter, metrics, checkpoints)")->required();
+  cmd->add_option("--lora", o.lora_in, "adapter folded into the base before training (repeatable, in order)");
+  cmd->add_option("--steps", o.steps, "optimizer steps (0 = one pass over the data)")->capture_default_str();
+  cmd->add_option("--batch-size", o.batch_size, "global batch size")->capture_default_str();
+  cmd->add_option("--gc-chunk-size", o.gc_chunk_size, "GradCache chunk size for both sides (0 = off)")->capture_default_str();
+  cmd->add_option("--gc-chunk-size-query", o.gc_chunk_size_query, "GradCache chunk size, query side");
+  cmd->add_option("--gc-chunk-size-candidate", o.gc_chunk_size_candidate, "GradCache chunk size, candidate side");
+  cmd->add_option("--temperature", o.temperature, "softmax temperature tau")->capture_default_str();
+  cmd->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--optimizer", o.optimizer, "adamw | sgd")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
+  cmd->add_option("--schedule", o.schedule, "linear | cosine | constant")->capture_default_str();
+  cmd->add_option("--warmup-steps", o.warmup_steps, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--max-grad-norm", o.max_grad_norm, "gradient clipping (0 = off)")->capture_default_str();
+  cmd->add_option("--lora-r", o.lora.r, "LoRA rank")->capture_default_str();
+  cmd->add_option("--lora-alpha", o.lora.alpha, "LoRA alpha")->capture_default_str();
+  cmd->add_option("--lora-dropout", o.lora.dropout, "LoRA dropout")->capture_default_str();
+  cmd->add_option("--lora-targets", o.lora.target_modules, "decoder modules to adapt (PEFT names)");
+  cmd->add_flag("--qlora", o.lora.qlora, "store the base linear weights as NF4 (QLoRA)");
+  cmd->add_option("--save-every", o.save_every, "checkpoint every N steps (0 = at the end)")->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "continue from the latest checkpoint in OUT/checkpoints");
+  cmd->add_option("--seed", o.seed, "random seed")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--dtype", o.dtype, "f32 | bf16 (base weights and activations)")->capture_default_str();
+  cmd->add_option("--template", o.prompt_template, "prompt template name or JSON file");
+  cmd->add_flag("--quiet", o.quiet, "no progress bar");
+  (void)fn_margin;
+}
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+  auto* train = app.add_subcommand("train", "UniME training: stage 1 distill, stage 2 instruct");
+  train->require_subcommand(1);
+
+  auto d = std::make_shared<unime::train::TrainOptions>();
+  auto d_margin = std::make_shared<std::string>();
+  auto* distill = train->add_subcommand("distill", "stage 1: textual discriminative knowledge distillation");
+  add_loop_options(distill, *d, *d_margin);
+  distill->add_option("--teacher", d->teacher, "teacher embeddings .npy [N, Dt], row i = i-th sentence")->required();
+  distill->add_option("--kl-direction", d->kl_direction, "teacher-student | student-teacher")->capture_default_str();
+  distill->callback([d]() {
+    d->stage = "distill";
+    unime::train::run_training(*d);
+  });
+
+  auto s = std::make_shared<unime::train::TrainOptions>();
+  auto s_margin = std::make_shared<std::string>("0.1");
+  auto* instruct = train->add_subcommand("instruct", "stage 2: hard-negative enhanced instruction tuning");
+  add_loop_options(instruct, *s, *s_margin);
+  instruct->add_option("--image-root", s->image_root, "folder image paths resolve against (default: the data's folder)");
+  instruct->add_option("--hard-negatives", s->hard_negatives, "k hardest negatives per query (0 = all: in-batch InfoNCE)")->capture_default_str();
+  instruct->add_option("--fn-margin", *s_margin, "false-negative filter margin beta, or 'none'")->capture_default_str();
+  instruct->callback([s, s_margin]() {
+    s->stage = "instruct";
+    if (*s_margin == "none") {
+      s->fn_margin = std::nullopt;
+    } else {
+      try {
+        size_t used = 0;
+        s->fn_margin = std::stod(*s_margin, &used);
+        UNIME_CHECK(used == s_margin->size(), "");
+      } catch (...) {
+        throw unime::Error(unime::str("--fn-margin: expected a number or 'none', got '", *s_margin, "'"));
+      }
+    }
+    unime::train::run_training(*s);
+  });
+}
