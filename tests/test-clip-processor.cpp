@@ -26,6 +26,8 @@
 #include "stb_image_write.h"
 #pragma GCC diagnostic pop
 
+#include "test-util.h"
+
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace unime;
@@ -33,15 +35,7 @@ using vision::Resample;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "unime-clip-XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
-};
+using unime::test::TempDir;
 
 int run(const std::string& cmd, std::string* out) {
   FILE* f = popen((cmd + " 2>&1").c_str(), "r");

@@ -15,21 +15,15 @@
 #include "io/fs.h"
 #include "io/image.h"
 
+#include "test-util.h"
+
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace unime::io;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "unime-img-XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
-};
+using unime::test::TempDir;
 
 // Runs tests/gen/pil_ref.py on a job list.
 void pil_ref(const TempDir& d, const json& jobs) {
@@ -91,7 +85,7 @@ struct Decoded {
 // Decode every Pillow-written test image and compare with Pillow's convert("RGB").
 TEST(Image, MatchesPillowDecode) {
   TempDir d;
-  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path.string()}, {"seed", 7}}}));
+  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path().string()}, {"seed", 7}}}));
   const json listing = json::parse(read_file(d / "images.json"));
   json jobs = json::array();
   for (const auto& e : listing) jobs.push_back({{"op", "decode"}, {"src", e["file"]}, {"out", e["file"].get<std::string>() + ".raw"}});
@@ -131,7 +125,7 @@ TEST(Image, MatchesPillowDecode) {
 
 TEST(Image, BadInputErrors) {
   TempDir d;
-  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path.string()}, {"seed", 3}}}));
+  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path().string()}, {"seed", 3}}}));
   auto err = [&](const std::string& path) { return error_of([&] { load_image(path); }); };
   auto expect = [&](const std::string& path, const std::string& want) {
     const std::string e = err(path);
@@ -145,7 +139,7 @@ TEST(Image, BadInputErrors) {
   expect(d / "text.png", "not a supported image");
   put(d / "empty.jpg", "");
   expect(d / "empty.jpg", "empty file");
-  expect(d.path.string(), "not a regular file");
+  expect(d.path().string(), "not a regular file");
 
   const std::string png = read_file(d / "rgb.png");
   for (size_t cut : {size_t(20), size_t(40), png.size() / 2, png.size() - 13, png.size() - 12}) {
@@ -207,7 +201,7 @@ TEST(Image, BadInputErrors) {
 // or raises unime::Error (never a crash; run under ASan by `make fuzz` builds too).
 TEST(Image, RandomCorruptionNeverCrashes) {
   TempDir d;
-  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path.string()}, {"seed", 5}}}));
+  pil_ref(d, json::array({{{"op", "make_images"}, {"dir", d.path().string()}, {"seed", 5}}}));
   std::mt19937 rng(1234);
   int ok = 0, errors = 0;
   for (const char* f : {"rgb.png", "p.png", "smooth.jpg", "progressive.jpg", "rgb.bmp", "p.gif", "la.png"}) {

@@ -11,20 +11,14 @@
 #include "io/fs.h"
 #include "io/npy.h"
 
+#include "test-util.h"
+
 namespace fs = std::filesystem;
 using namespace unime::io;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "unime-npy-XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
-};
+using unime::test::TempDir;
 
 int run_py(const std::string& code, std::string* out) {
   TempDir d;

@@ -15,20 +15,14 @@
 #include "io/fs.h"
 #include "io/safetensors.h"
 
+#include "test-util.h"
+
 namespace fs = std::filesystem;
 using namespace unime::io;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "unime-st-XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& n) const { return (path / n).string(); }
-};
+using unime::test::TempDir;
 
 int run(const std::string& cmd, std::string* out = nullptr) {
   FILE* f = popen((cmd + " 2>&1").c_str(), "r");
@@ -255,7 +249,7 @@ TEST(Safetensors, RoundTripAllDtypes) {
   for (const auto& [k, t] : f->tensors())
     EXPECT_EQ(static_cast<size_t>(t.data - region) % dtype_size(t.dtype), 0u) << k;
   // no temp files left behind by the atomic writer
-  EXPECT_EQ(std::distance(fs::directory_iterator(d.path), fs::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(d.path()), fs::directory_iterator()), 1);
 }
 
 TEST(Safetensors, PythonReadsOurFile) {
@@ -292,7 +286,7 @@ TEST(Safetensors, ShardedCheckpoint) {
   for (const auto& t : b) idx["weight_map"][t.name] = "model-00002-of-00002.safetensors";
   write_bytes(d / "model.safetensors.index.json", idx.dump());
 
-  auto ck = Checkpoint::open(d.path.string());
+  auto ck = Checkpoint::open(d.path().string());
   EXPECT_EQ(ck.names().size(), ts.size());
   EXPECT_EQ(ck.metadata().at("total_size"), "123");
   for (const auto& t : ts) {
@@ -304,22 +298,22 @@ TEST(Safetensors, ShardedCheckpoint) {
   // a tensor the index maps to the wrong shard
   idx["weight_map"]["alpha"] = "model-00002-of-00002.safetensors";
   write_bytes(d / "model.safetensors.index.json", idx.dump());
-  std::string e = error_of([&] { Checkpoint::open(d.path.string()); });
+  std::string e = error_of([&] { Checkpoint::open(d.path().string()); });
   EXPECT_NE(e.find("tensor 'alpha' is mapped to shard 'model-00002-of-00002.safetensors' but that "
                    "shard does not contain it"), std::string::npos) << e;
   // a missing shard
   idx["weight_map"]["alpha"] = "model-00003-of-00002.safetensors";
   write_bytes(d / "model.safetensors.index.json", idx.dump());
-  e = error_of([&] { Checkpoint::open(d.path.string()); });
+  e = error_of([&] { Checkpoint::open(d.path().string()); });
   EXPECT_NE(e.find("shard 'model-00003-of-00002.safetensors' (for tensor 'alpha') is missing"), std::string::npos) << e;
   // path traversal
   idx["weight_map"]["alpha"] = "../x.safetensors";
   write_bytes(d / "model.safetensors.index.json", idx.dump());
-  e = error_of([&] { Checkpoint::open(d.path.string()); });
+  e = error_of([&] { Checkpoint::open(d.path().string()); });
   EXPECT_NE(e.find("must be a file name relative"), std::string::npos) << e;
   // no weight_map
   write_bytes(d / "model.safetensors.index.json", "{\"metadata\": {}}");
-  e = error_of([&] { Checkpoint::open(d.path.string()); });
+  e = error_of([&] { Checkpoint::open(d.path().string()); });
   EXPECT_NE(e.find("no \"weight_map\""), std::string::npos) << e;
 }
 
@@ -329,7 +323,7 @@ TEST(Safetensors, MissingAndMisShapedTensorErrors) {
                                         make("model.layers.0.self_attn.k_proj.weight", DType::F32, {2, 4}),
                                         make("model.layers.1.self_attn.q_proj.weight", DType::F32, {4, 4}),
                                         make("lm_head.weight", DType::F32, {3, 4})});
-  auto ck = Checkpoint::open(d.path.string());  // folder with model.safetensors
+  auto ck = Checkpoint::open(d.path().string());  // folder with model.safetensors
   std::string e = error_of([&] { ck.get("model.layers.0.self_attn.v_proj.weight"); });
   EXPECT_NE(e.find("tensor 'model.layers.0.self_attn.v_proj.weight' not found"), std::string::npos) << e;
   EXPECT_NE(e.find("nearest: model.layers.0.self_attn.k_proj.weight, model.layers.0.self_attn.q_proj.weight, "
@@ -344,8 +338,8 @@ TEST(Safetensors, OpenErrors) {
   TempDir d;
   EXPECT_NE(open_error(d / "nope.safetensors").find("nope.safetensors: cannot open file"), std::string::npos);
   EXPECT_NE(error_of([&] { Checkpoint::open(d / "nope"); }).find("no such checkpoint"), std::string::npos);
-  EXPECT_NE(error_of([&] { Checkpoint::open(d.path.string()); }).find("no model.safetensors"), std::string::npos);
-  EXPECT_NE(open_error(d.path.string()).find("not a regular file"), std::string::npos);
+  EXPECT_NE(error_of([&] { Checkpoint::open(d.path().string()); }).find("no model.safetensors"), std::string::npos);
+  EXPECT_NE(open_error(d.path().string()).find("not a regular file"), std::string::npos);
 }
 
 // Every header violation named in the issue: one line, naming the file (and tensor).
