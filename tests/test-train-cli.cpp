@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/npy.h"
+#include "io/safetensors.h"
 #include "test-util.h"
 
 namespace fs = std::filesystem;
@@ -109,6 +110,36 @@ TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
   double dot = 0;
   for (size_t k = 0; k < e0.data.size(); ++k) dot += e0.data[k] * e2.data[k];
   EXPECT_LT(dot, 0.999);
+}
+
+TEST_F(TrainCli, TwoProcessesEqualOneProcess) {
+  // same global batch; dropout off (masks are drawn per process); float sums differ in order only
+  const std::string args = base_args() + " --steps 3 --lora-dropout 0 --threads 1";
+  const std::string one = *dir_ / "dp1", two = *dir_ / "dp2";
+  auto r = test::run_cmd(test::unime_bin() + " train instruct" + args + " --output " + one);
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = test::run_cmd(test::unime_bin() + " train instruct" + args + " --nproc 2 --output " + two);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto a = io::SafetensorsFile::open(one + "/adapter_model.safetensors");
+  auto b = io::SafetensorsFile::open(two + "/adapter_model.safetensors");
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  double worst = 0, scale = 0;
+  for (const auto& [name, ta] : a->tensors()) {
+    const auto& tb = b->tensors().at(name);
+    ASSERT_EQ(ta.shape, tb.shape) << name;
+    const float* x = reinterpret_cast<const float*>(ta.data);
+    const float* y = reinterpret_cast<const float*>(tb.data);
+    for (int64_t i = 0; i < ta.numel(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(x[i] - y[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(x[i])));
+    }
+  }
+  EXPECT_GT(scale, 1e-4);  // the adapters did move
+  EXPECT_LT(worst, 1e-4 * scale) << "max |1-proc - 2-proc| = " << worst << " (largest weight " << scale << ")";
+  auto m1 = metrics(one), m2 = metrics(two);
+  ASSERT_EQ(m1.size(), m2.size());
+  for (size_t i = 0; i < m1.size(); ++i)
+    EXPECT_NEAR(m1[i]["loss"].get<double>(), m2[i]["loss"].get<double>(), 1e-4) << "step " << i + 1;
 }
 
 TEST_F(TrainCli, ClearErrors) {

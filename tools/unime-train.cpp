@@ -1,7 +1,17 @@
 // `unime train distill|instruct`: UniME's two training stages with LoRA (src/train/trainer.h).
 //   unime train distill  --model DIR --data NLI.jsonl --teacher T.npy --output OUT [loop options]
 //   unime train instruct --model DIR --data TRAIN.jsonl [--image-root DIR] --output OUT [loop options]
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "common.h"
 #include "train/trainer.h"
@@ -40,21 +50,96 @@ void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o, std::string&
   (void)fn_margin;
 }
 
+// A free loopback TCP port for the rendezvous (bound, read back, released).
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw unime::Error("--nproc: cannot find a free loopback port");
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// `--nproc N` (torchrun-style, on this machine): re-runs this very command line N times with
+// RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set and the cores split between the ranks, and
+// waits for all. A failing rank stops the others. Returns true when it launched (parent side).
+bool launch_ranks(int nproc, int threads) {
+  if (nproc <= 1 || std::getenv("WORLD_SIZE") != nullptr) return false;
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string raw = ss.str();
+  std::vector<std::string> args;
+  for (size_t b = 0, e; b < raw.size(); b = e + 1) {
+    e = raw.find('\0', b);
+    if (e == std::string::npos) e = raw.size();
+    args.push_back(raw.substr(b, e - b));
+  }
+  const int port = free_port();
+  int per_rank = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / nproc);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < nproc; ++r) {
+    pid_t pid = fork();
+    UNIME_CHECK(pid >= 0, "--nproc: fork failed");
+    if (pid == 0) {
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      setenv("UNIME_RANK_THREADS", std::to_string(per_rank).c_str(), 1);
+      setenv("OPENBLAS_NUM_THREADS", std::to_string(per_rank).c_str(), 1);
+      std::vector<char*> av;
+      for (auto& a : args) av.push_back(a.data());
+      av.push_back(nullptr);
+      execv("/proc/self/exe", av.data());
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int failed = 0;
+  for (size_t done = 0; done < pids.size(); ++done) {
+    int st = 0;
+    pid_t p = wait(&st);
+    const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!ok && !failed) {
+      failed = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      for (pid_t q : pids)
+        if (q != p) kill(q, SIGTERM);
+    }
+  }
+  if (failed) throw unime::Error(unime::str("train: a rank failed (exit ", failed, "); see its message above"));
+  return true;
+}
+
+void run(unime::train::TrainOptions& o, int nproc) {
+  UNIME_CHECK(nproc >= 1, "--nproc must be >= 1");
+  if (launch_ranks(nproc, o.threads)) return;
+  if (const char* t = std::getenv("UNIME_RANK_THREADS")) o.threads = std::atoi(t);
+  unime::train::run_training(o);
+}
+
 }  // namespace
 
 void register_train(CLI::App& app) {
   auto* train = app.add_subcommand("train", "UniME training: stage 1 distill, stage 2 instruct");
   train->require_subcommand(1);
 
+  auto nproc = std::make_shared<int>(1);
   auto d = std::make_shared<unime::train::TrainOptions>();
   auto d_margin = std::make_shared<std::string>();
   auto* distill = train->add_subcommand("distill", "stage 1: textual discriminative knowledge distillation");
   add_loop_options(distill, *d, *d_margin);
   distill->add_option("--teacher", d->teacher, "teacher embeddings .npy [N, Dt], row i = i-th sentence")->required();
   distill->add_option("--kl-direction", d->kl_direction, "teacher-student | student-teacher")->capture_default_str();
-  distill->callback([d]() {
+  distill->add_option("--nproc", *nproc, "data parallel processes on this machine (torchrun-style env also works)");
+  distill->callback([d, nproc]() {
     d->stage = "distill";
-    unime::train::run_training(*d);
+    run(*d, *nproc);
   });
 
   auto s = std::make_shared<unime::train::TrainOptions>();
@@ -64,7 +149,8 @@ void register_train(CLI::App& app) {
   instruct->add_option("--image-root", s->image_root, "folder image paths resolve against (default: the data's folder)");
   instruct->add_option("--hard-negatives", s->hard_negatives, "k hardest negatives per query (0 = all: in-batch InfoNCE)")->capture_default_str();
   instruct->add_option("--fn-margin", *s_margin, "false-negative filter margin beta, or 'none'")->capture_default_str();
-  instruct->callback([s, s_margin]() {
+  instruct->add_option("--nproc", *nproc, "data parallel processes on this machine (torchrun-style env also works)");
+  instruct->callback([s, s_margin, nproc]() {
     s->stage = "instruct";
     if (*s_margin == "none") {
       s->fn_margin = std::nullopt;
@@ -77,6 +163,6 @@ void register_train(CLI::App& app) {
         throw unime::Error(unime::str("--fn-margin: expected a number or 'none', got '", *s_margin, "'"));
       }
     }
-    unime::train::run_training(*s);
+    run(*s, *nproc);
   });
 }

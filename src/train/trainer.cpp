@@ -15,6 +15,7 @@
 #include "io/fs.h"
 #include "io/jsonl.h"
 #include "io/npy.h"
+#include "train/distributed.h"
 #include "train/grad-cache.h"
 #include "train/loss-contrastive.h"
 #include "train/loss-distill.h"
@@ -156,6 +157,11 @@ void run_training(const TrainOptions& o) {
   lcfg.qlora = o.lora.qlora;
   lcfg.validate();
   set_threads(o.threads);
+  auto dist = Distributed::from_env();
+  const int64_t W = dist->world(), rank = dist->rank();
+  const bool lead = rank == 0;  // rank 0 writes outputs
+  UNIME_CHECK(o.batch_size % W == 0, "--batch-size ", o.batch_size, " must be divisible by the number of processes (", W, ")");
+  const int64_t b_local = o.batch_size / W;
   const KlDirection kl_dir = parse_kl_direction(o.kl_direction);
 
   // data
@@ -218,11 +224,12 @@ void run_training(const TrainOptions& o) {
       }
     }
   }
-  {
+  if (lead) {
     std::ofstream m(out / "metrics.jsonl", std::ios::trunc);
     for (auto& l : kept) m << l << "\n";
   }
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  std::ofstream metrics;
+  if (lead) metrics.open(out / "metrics.jsonl", std::ios::app);
 
   const int64_t chunk_q = o.gc_chunk_size_query >= 0 ? o.gc_chunk_size_query : o.gc_chunk_size;
   const int64_t chunk_c = o.gc_chunk_size_candidate >= 0 ? o.gc_chunk_size_candidate : o.gc_chunk_size;
@@ -251,28 +258,36 @@ void run_training(const TrainOptions& o) {
       if (o.optimizer == "adamw") static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
       else static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
     }
-    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step));  // dropout masks
-    const auto rows = batch_rows(n_rows, o.batch_size, step - 1, o.seed);
+    // dropout masks: from (seed, step, rank), so a resumed run draws what an uninterrupted one did
+    torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step) * 1009ULL + static_cast<uint64_t>(rank));
+    const auto rows = batch_rows(n_rows, o.batch_size, step - 1, o.seed);  // the global batch
+    const std::vector<int64_t> mine(rows.begin() + rank * b_local, rows.begin() + (rank + 1) * b_local);
     optim->zero_grad();
     GradCacheResult res;
     HardNegStats stats;
     if (distill) {
       std::vector<const EmbedInput*> in;
-      for (int64_t r : rows) in.push_back(&sentences[r]);
-      auto t = teacher.index_select(0, torch::tensor(rows, torch::kInt64));
+      for (int64_t r : mine) in.push_back(&sentences[r]);
+      auto t = teacher.index_select(0, torch::tensor(rows, torch::kInt64));  // global rows
       GradCacheSide side{static_cast<int64_t>(in.size()), chunk_q, [&](int64_t b, int64_t e) {
                            return enc.forward({in.begin() + b, in.begin() + e});
                          }};
       res = grad_cache_step({side}, [&](const std::vector<torch::Tensor>& reps) {
-        return loss_distill(reps[0], t, o.temperature, kl_dir);
+        // the loss sees the global batch; x W as UniME's reference, undone by gradient averaging
+        return static_cast<double>(W) * loss_distill(dist->all_gather_rows(reps[0]), t, o.temperature, kl_dir);
       });
     } else {
       std::vector<const EmbedInput*> q, c;
-      for (int64_t r : rows) {
+      for (int64_t r : mine) {
         q.push_back(&pairs[r].qry);
         c.push_back(&pairs[r].pos);
       }
-      for (int64_t r : rows)
+      int64_t negs_global = 0;
+      for (int64_t r : rows) negs_global += pairs[r].neg ? 1 : 0;
+      UNIME_CHECK(W == 1 || negs_global == 0 || negs_global == o.batch_size, o.data,
+                  ": with several processes, explicit negatives (neg_text/neg_image_path) must be in "
+                  "every row of a batch or in none (step ", step, " has ", negs_global, " of ", o.batch_size, ")");
+      for (int64_t r : mine)
         if (pairs[r].neg) c.push_back(&*pairs[r].neg);
       GradCacheSide qs{static_cast<int64_t>(q.size()), chunk_q, [&](int64_t b, int64_t e) {
                          return enc.forward({q.begin() + b, q.begin() + e});
@@ -281,10 +296,17 @@ void run_training(const TrainOptions& o) {
                          return enc.forward({c.begin() + b, c.begin() + e});
                        }};
       res = grad_cache_step({qs, cs}, [&](const std::vector<torch::Tensor>& reps) {
-        return loss_hard_negative(reps[0], reps[1], o.temperature, o.hard_negatives, margin, &stats);
+        // global candidates in one process's order: [all positives; all explicit negatives]
+        auto qg = dist->all_gather_rows(reps[0]);
+        auto cg = dist->all_gather_rows(reps[1].narrow(0, 0, b_local));
+        if (reps[1].size(0) > b_local)
+          cg = torch::cat({cg, dist->all_gather_rows(reps[1].narrow(0, b_local, reps[1].size(0) - b_local))});
+        return static_cast<double>(W) *
+               loss_hard_negative(qg, cg, o.temperature, o.hard_negatives, margin, &stats);
       });
     }
-    const double loss = res.loss.item<double>();
+    dist->average_gradients(params);
+    const double loss = res.loss.item<double>() / static_cast<double>(W);
     if (!std::isfinite(loss)) {
       std::string ids;
       for (int64_t r : rows) ids += (ids.empty() ? "" : ",") + std::to_string(r);
@@ -294,7 +316,7 @@ void run_training(const TrainOptions& o) {
     double grad_norm = 0;
     if (o.max_grad_norm > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
     optim->step();
-    samples += o.batch_size;
+    samples += o.batch_size;  // global
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json m{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
            {"samples_per_s", samples / std::max(1e-9, el)}, {"elapsed_s", el}};
@@ -308,16 +330,19 @@ void run_training(const TrainOptions& o) {
       const int64_t n = sim.size(0);
       m["mean_offdiag_sim"] = ((sim.sum() - sim.diagonal().sum()) / std::max<int64_t>(1, n * (n - 1))).item<double>();
     }
-    metrics << m.dump() << "\n";
-    metrics.flush();
-    if (!o.quiet)
+    if (lead) {
+      metrics << m.dump() << "\n";
+      metrics.flush();
+    }
+    if (lead && !o.quiet)
       bar.update(step, str("loss ", loss, " lr ", lr, " ", static_cast<int64_t>(samples / std::max(1e-9, el) * 100) / 100.0,
                            " samples/s"));
-    if (o.save_every > 0 && step % o.save_every == 0) save(out / "checkpoints" / str("step-", step), step);
+    if (lead && o.save_every > 0 && step % o.save_every == 0) save(out / "checkpoints" / str("step-", step), step);
   }
-  if (!o.quiet) bar.finish();
-  if (o.save_every <= 0 || total % o.save_every != 0) save(out / "checkpoints" / str("step-", total), total);
-  lora.save(out.string(), o.model);
+  if (lead && !o.quiet) bar.finish();
+  if (lead && (o.save_every <= 0 || total % o.save_every != 0)) save(out / "checkpoints" / str("step-", total), total);
+  if (lead) lora.save(out.string(), o.model);
+  dist->barrier();
 }
 
 }  // namespace unime::train
