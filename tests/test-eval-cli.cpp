@@ -68,8 +68,9 @@ for s in SC:
     sc[s] = [(add("", v["filename"]), add(v["caption"], ""), add(v["negative_caption"], "")) for v in j.values()]
 with open(OUT + "/all.jsonl", "w") as f:
     for x in inputs: f.write(json.dumps(x) + "\n")
+lora = ["--lora", sys.argv[6]] if len(sys.argv) > 6 else []
 subprocess.run([BIN, "embed", "--model", MODEL, "--dtype", "f32", "--batch-size", "7",
-                "--input", OUT + "/all.jsonl", "--output", OUT + "/all.npy"], check=True)
+                "--input", OUT + "/all.jsonl", "--output", OUT + "/all.npy"] + lora, check=True)
 e = np.load(OUT + "/all.npy").astype(np.float64)
 res = {}
 for d, rows in mm.items():
@@ -81,6 +82,23 @@ for d, rows in mm.items():
 for s, items in sc.items():
     res[s] = float(np.mean([e[i] @ e[p] > e[i] @ e[n] for i, p, n in items]))
 print(json.dumps(res))
+)PY";
+
+// adapter TESTGEN OUT: a PEFT LoRA adapter (r 4) on the decoder's layer-0 q_proj.
+const char* kAdapter = R"PY(
+import json, os, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import st
+out = sys.argv[2]
+os.makedirs(out, exist_ok=True)
+g = torch.Generator().manual_seed(3)
+name = "model.language_model.layers.0.self_attn.q_proj"
+st.save_torch({"base_model.model." + name + ".lora_A.weight": torch.randn(4, 64, generator=g),
+               "base_model.model." + name + ".lora_B.weight": torch.randn(64, 4, generator=g)},
+              os.path.join(out, "adapter_model.safetensors"), {"format": "pt"})
+json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": name.replace(".", "\\."),
+           "use_rslora": False, "bias": "none"}, open(os.path.join(out, "adapter_config.json"), "w"))
 )PY";
 
 class EvalCli : public ::testing::Test {
@@ -169,6 +187,31 @@ TEST_F(EvalCli, MmebAndSugarCrepeMatchRecomputationAndCacheIsReused) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("| overall |"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("+0.00 |"), std::string::npos) << r.output;
+}
+
+TEST_F(EvalCli, LoraAdapterChangesScoresAndCacheKey) {
+  const TempDir& t = *t_;
+  write_text(t / "adapter.py", kAdapter);
+  auto r = run_cmd(unime::test::python() + " " + (t / "adapter.py") + " " + std::string(UNIME_SOURCE_DIR) +
+                   "/tests/gen " + (t / "lora"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cmd(eval("mmeb", t / "mm", t / "base.json"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_cmd(eval("mmeb", t / "mm", t / "lora.json") + " --lora " + (t / "lora"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  json base = load(t / "base.json"), lora = load(t / "lora.json");
+  EXPECT_NE(base["model"]["cache_key"], lora["model"]["cache_key"]);
+  EXPECT_EQ(lora["counts"]["embedded"], lora["counts"]["unique_inputs"]);  // nothing from the base
+  EXPECT_EQ(lora["options"]["lora"][0], t / "lora");
+  auto rc = run_cmd(unime::test::python() + " " + (t / "helper.py") + " recompute " + (t / "w") + " " +
+                    t.path().string() + " " + unime::test::unime_bin() + " " + (t / "m") + " " + (t / "lora"));
+  ASSERT_EQ(rc.status, 0) << rc.output;
+  const json ref = json::parse(rc.output.substr(rc.output.rfind('{')));
+  for (const char* d : {"ObjectCls", "CaptionT2I", "RefGround", "CountCls", "SelfMatch"})
+    EXPECT_DOUBLE_EQ(lora["scores"][d].get<double>(), ref[d].get<double>()) << d;
+  r = run_cmd(eval("mmeb", t / "mm", t / "lora2.json") + " --lora " + (t / "lora"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(load(t / "lora2.json")["counts"]["embedded"], 0);
 }
 
 TEST_F(EvalCli, RetrievalReport) {

@@ -291,9 +291,21 @@ TEST(EvalCache, SecondRunEmbedsNothingAndImagesInvalidate) {
   EXPECT_EQ(st.cached, 3);
   EXPECT_EQ(f.calls, 3);
   EXPECT_EQ(first, second);
-  // Another model key: nothing shared.
+  // Another model key: nothing shared. LoRA adapters enter the key, in order.
   ev::embed_cached(f, in, t / "cache", key + "lora=x\n", &st);
   EXPECT_EQ(st.embedded, 3);
+  std::filesystem::create_directories(t / "la");
+  std::filesystem::create_directories(t / "lb");
+  write_text(t / "la/adapter_config.json", "{}");
+  write_text(t / "lb/adapter_config.json", "{\"r\": 2}");
+  unime::EmbedderOptions ab, ba;
+  ab.lora = {t / "la", t / "lb"};
+  ba.lora = {t / "lb", t / "la"};
+  const std::string k_ab = ev::model_cache_key(t.path().string(), ab, "fake");
+  EXPECT_NE(k_ab, key);
+  EXPECT_NE(k_ab, ev::model_cache_key(t.path().string(), ba, "fake"));
+  EXPECT_EQ(k_ab, ev::model_cache_key(t.path().string(), ab, "fake"));
+  EXPECT_NE(ev::model_cache_key(t.path().string(), {}, "other"), key);
   // The image changes (size and mtime): its two inputs are embedded again, the text is not.
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   write_text(t / "a.png", "xxxxx");

@@ -36,6 +36,7 @@ CLI::App* add_eval_subcommand(CLI::App* eval, const char* name, const char* help
   cmd->add_option("--batch-size", a.opt.batch_size, "inputs per forward pass")->capture_default_str();
   cmd->add_option("--threads", a.opt.threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--template", a.opt.prompt_template, "prompt template name or JSON file");
+  cmd->add_option("--lora", a.opt.lora, "PEFT LoRA adapter folder (repeatable: merged in order)");
   cmd->add_option("--device", a.opt.device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_flag("--truncate", a.opt.truncate, "cut inputs longer than max_position_embeddings");
   return cmd;
@@ -58,7 +59,7 @@ std::vector<float> embed_table(const EvalArgs& a, const ev::InputTable& table, e
                static_cast<long long>(st.embedded));
   meta["model"] = {{"path", a.model}, {"describe", describe}, {"cache_key", ev::hash_hex(key)}};
   meta["options"] = {{"dtype", a.opt.dtype},   {"template", a.opt.prompt_template},
-                     {"device", a.opt.device}, {"truncate", a.opt.truncate},
+                     {"device", a.opt.device}, {"truncate", a.opt.truncate}, {"lora", a.opt.lora},
                      {"image_root", a.image_root}, {"cache_dir", cache}};
   meta["data"] = a.data;
   meta["counts"] = {{"unique_inputs", st.unique}, {"cached", st.cached}, {"embedded", st.embedded}};

@@ -52,6 +52,22 @@ void write_row(const std::string& path, const float* row, int64_t D) {
   UNIME_CHECK(!ec, path, ": cannot rename the embedding cache row into place: ", ec.message());
 }
 
+// "<what>=<real path>" and the stamps of `config` and every *.safetensors in the folder.
+std::string folder_stamp(const char* what, const std::string& folder, const char* config) {
+  std::error_code ec;
+  fs::path real = fs::canonical(folder, ec);
+  const std::string dir = ec ? folder : real.string();
+  std::string key = str(what, "=", dir, "\n");
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name == config || name.ends_with(".safetensors")) files.push_back(name);
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) key += str("file=", file_stamp(io::join_path(dir, f)), "\n");
+  return key;
+}
+
 }  // namespace
 
 std::string hash_hex(const std::string& s) {
@@ -83,17 +99,8 @@ int64_t InputTable::add(EmbedInput in) {
 
 std::string model_cache_key(const std::string& model_dir, const EmbedderOptions& opt,
                             const std::string& describe) {
-  std::error_code ec;
-  fs::path real = fs::canonical(model_dir, ec);
-  std::string dir = ec ? model_dir : real.string();
-  std::string key = str("model=", dir, "\n");
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name == "config.json" || name.ends_with(".safetensors")) files.push_back(name);
-  }
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) key += str("file=", file_stamp(io::join_path(dir, f)), "\n");
+  std::string key = folder_stamp("model", model_dir, "config.json");
+  for (const auto& l : opt.lora) key += folder_stamp("lora", l, "adapter_config.json");  // in order
   key += str("dtype=", opt.dtype, "\ntemplate=", opt.prompt_template, "\ntruncate=", opt.truncate,
              "\nmax_image_pixels=", opt.max_image_pixels, "\ndescribe=", describe, "\n");
   return key;

@@ -31,8 +31,9 @@ class InputTable {
 };
 
 /// What identifies a model's embeddings: the model folder's real path, size and mtime of its
-/// config.json and *.safetensors, the options that change vectors (dtype, template, lora
-/// adapters when present) and the model's own description.
+/// config.json and *.safetensors, the LoRA adapters in order (real path, size and mtime of
+/// adapter_config.json and *.safetensors), the options that change vectors (dtype, template,
+/// truncate, max image pixels) and the model's own description.
 std::string model_cache_key(const std::string& model_dir, const EmbedderOptions& opt,
                             const std::string& describe);
 
