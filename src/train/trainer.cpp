@@ -196,6 +196,7 @@ void run_training(const TrainOptions& o) {
   LoraSet lora;
   if (resume_from > 0) {
     freeze(*model);
+    if (lcfg.qlora) quantize_nf4(*model, lcfg.include_vision, lcfg.double_quant);
     lora = load_lora(*model, (out / "checkpoints" / str("step-", resume_from)).string(), /*trainable=*/true);
     start = resume_from;
   } else {
