@@ -1,7 +1,194 @@
-// models::Linear; see linear.h. Reference for the LoRA path: peft/tuners/lora/layer.py (Linear.forward).
+// models::Linear; see linear.h. References: peft/tuners/lora/layer.py (Linear.forward, merge,
+// get_delta_weight), bitsandbytes/functional.py (get_4bit_type "nf4", create_dynamic_map,
+// quantize_4bit / dequantize_4bit with compress_statistics), csrc/kernels.cu (dQuantizeNF4).
 #include "models/linear.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace unime::models {
+
+// ---- NF4 tables ----------------------------------------------------------------------------------
+
+const std::vector<double>& nf4_levels() {
+  static const std::vector<double> kLevels = {
+      -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+      -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+      0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+      0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0};
+  return kLevels;
+}
+
+const std::vector<double>& dynamic_map_8bit() {
+  // create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for exponent i = 0..6,
+  // 2^i fraction values = midpoints of linspace(0.1, 1, 2^i + 1), scaled by 10^(i-6), both signs;
+  // plus 0 and 1.0: 2 * 127 + 2 = 256 values (values rounded to float32 as torch computes them).
+  static const std::vector<double> kMap = [] {
+    std::vector<double> data;
+    for (int i = 0; i < 7; ++i) {
+      const int n = (1 << i) + 1;  // fraction_items
+      for (int k = 0; k + 1 < n; ++k) {
+        const double b0 = 0.1 + 0.9 * k / (n - 1), b1 = 0.1 + 0.9 * (k + 1) / (n - 1);
+        const double v = static_cast<float>(std::pow(10.0, i - 6) * static_cast<float>((b0 + b1) / 2));
+        data.push_back(v);
+        data.push_back(-v);
+      }
+    }
+    data.push_back(0.0);
+    data.push_back(1.0);
+    std::sort(data.begin(), data.end());
+    return data;
+  }();
+  return kMap;
+}
+
+int64_t Nf4Tensor::nbytes() const {
+  int64_t n = 0;
+  for (const auto* t : {&codes, &absmax, &absmax_q, &absmax2})
+    if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
+  return n;
+}
+
+// ---- NF4 quantisation ----------------------------------------------------------------------------
+
+namespace {
+
+/// Midpoints between consecutive ascending levels: [n-1] float32 on `device`.
+torch::Tensor midpoints(const std::vector<double>& levels, torch::Device device) {
+  std::vector<float> mids;
+  for (size_t i = 0; i + 1 < levels.size(); ++i)
+    mids.push_back(static_cast<float>((levels[i] + levels[i + 1]) / 2));
+  return torch::tensor(mids, torch::kFloat32).to(device);
+}
+
+torch::Tensor table(const std::vector<double>& levels, torch::Device device) {
+  std::vector<float> v(levels.begin(), levels.end());
+  return torch::tensor(v, torch::kFloat32).to(device);
+}
+
+/// Blockwise absmax quantisation of flat float32 x onto ascending `levels` (nearest, ties to the
+/// lower level). Returns (indices [nb * block] int64, absmax [nb] float32).
+std::pair<torch::Tensor, torch::Tensor> quantize_blocks(const torch::Tensor& x, int64_t block,
+                                                        const std::vector<double>& levels) {
+  const int64_t n = x.numel(), nb = (n + block - 1) / block;
+  auto flat = x.reshape({-1});
+  if (nb * block != n) flat = torch::cat({flat, torch::zeros({nb * block - n}, flat.options())});
+  auto blocks = flat.view({nb, block});                        // [nb, block]
+  auto absmax = blocks.abs().amax(1);                          // [nb]
+  auto denom = torch::where(absmax > 0, absmax, torch::ones_like(absmax));
+  auto normed = (blocks / denom.unsqueeze(1)).clamp(-1.0, 1.0);
+  // bucketize(right=false) puts x == midpoint into the lower bucket, like dQuantizeNF4's `x > mid`
+  auto idx = torch::bucketize(normed, midpoints(levels, x.device()), /*out_int32=*/false,
+                              /*right=*/false);                 // [nb, block] in [0, levels)
+  return {idx.reshape({-1}), absmax};
+}
+
+/// Dense float32 [numel] from the parts of an Nf4Tensor.
+torch::Tensor dequantize_flat(const torch::Tensor& codes, const torch::Tensor& absmax,
+                              const torch::Tensor& absmax_q, const torch::Tensor& absmax2,
+                              double offset, int64_t block, int64_t numel) {
+  const auto dev = codes.device();
+  auto hi = codes.bitwise_right_shift(4), lo = codes.bitwise_and(15);
+  auto idx = torch::stack({hi, lo}, 1).reshape({-1}).to(torch::kLong);  // [nb * block]
+  auto vals = table(nf4_levels(), dev).index_select(0, idx);
+  const int64_t nb = idx.numel() / block;
+  torch::Tensor scale;
+  if (absmax_q.defined() && absmax_q.numel() > 0) {
+    auto a = table(dynamic_map_8bit(), dev).index_select(0, absmax_q.to(torch::kLong));  // [nb]
+    auto s2 = absmax2.to(torch::kFloat32).repeat_interleave(kNf4DoubleQuantBlock).narrow(0, 0, nb);
+    scale = a * s2 + offset;
+  } else {
+    scale = absmax.to(torch::kFloat32);
+  }
+  return (vals.view({nb, block}) * scale.unsqueeze(1)).reshape({-1}).narrow(0, 0, numel);
+}
+
+}  // namespace
+
+Nf4Tensor quantize_nf4(const torch::Tensor& w, int64_t block, bool double_quant) {
+  TORCH_CHECK(block > 0 && block % 2 == 0, "quantize_nf4: block must be even, got ", block);
+  TORCH_CHECK(w.is_floating_point() && w.numel() > 0, "quantize_nf4: need a non-empty float tensor");
+  torch::NoGradGuard ng;
+  Nf4Tensor q;
+  q.shape.assign(w.sizes().begin(), w.sizes().end());
+  q.dtype = w.scalar_type();
+  q.block = block;
+  auto [idx, absmax] = quantize_blocks(w.detach().to(torch::kFloat32), block, nf4_levels());
+  auto pairs = idx.view({-1, 2});                              // [nb * block / 2, 2]
+  q.codes = (pairs.select(1, 0) * 16 + pairs.select(1, 1)).to(torch::kUInt8).contiguous();
+  if (!double_quant) {
+    q.absmax = absmax.contiguous();
+    return q;
+  }
+  // compress_statistics: absmax - mean, blockwise (256) onto the signed dynamic map
+  q.absmax_offset = absmax.mean().item<double>();
+  auto centred = absmax - q.absmax_offset;
+  auto [idx2, absmax2] = quantize_blocks(centred, kNf4DoubleQuantBlock, dynamic_map_8bit());
+  q.absmax_q = idx2.narrow(0, 0, absmax.numel()).to(torch::kUInt8).contiguous();
+  q.absmax2 = absmax2.contiguous();
+  return q;
+}
+
+torch::Tensor dequantize_nf4(const Nf4Tensor& q) {
+  int64_t numel = 1;
+  for (int64_t s : q.shape) numel *= s;
+  torch::NoGradGuard ng;
+  return dequantize_flat(q.codes, q.absmax, q.absmax_q, q.absmax2, q.absmax_offset, q.block, numel)
+      .view(q.shape)
+      .to(q.dtype);
+}
+
+// ---- x W^T with W rebuilt from NF4 in forward and backward ----------------------------------------
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct Nf4MatmulFn : public torch::autograd::Function<Nf4MatmulFn> {
+  // x: [..., I]; codes, absmax, absmax_q, absmax2: the NF4 parts (empty tensors where absent)
+  // -> x W^T [..., O]. Only the 4-bit parts are saved; backward dequantises again.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& codes,
+                               const torch::Tensor& absmax, const torch::Tensor& absmax_q,
+                               const torch::Tensor& absmax2, double offset, int64_t block,
+                               int64_t out_features, int64_t in_features) {
+    ctx->save_for_backward({codes, absmax, absmax_q, absmax2});
+    ctx->saved_data["offset"] = offset;
+    ctx->saved_data["block"] = block;
+    ctx->saved_data["out"] = out_features;
+    ctx->saved_data["in"] = in_features;
+    torch::Tensor w;
+    {
+      torch::NoGradGuard ng;
+      w = dequantize_flat(codes, absmax, absmax_q, absmax2, offset, block, out_features * in_features)
+              .view({out_features, in_features})
+              .to(x.scalar_type());                            // [O, I]
+    }
+    return torch::matmul(x, w.t());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    const int64_t O = ctx->saved_data["out"].toInt(), I = ctx->saved_data["in"].toInt();
+    const auto& g = grad_out[0];                               // [..., O]
+    auto w = dequantize_flat(saved[0], saved[1], saved[2], saved[3],
+                             ctx->saved_data["offset"].toDouble(), ctx->saved_data["block"].toInt(),
+                             O * I)
+                 .view({O, I})
+                 .to(g.scalar_type());
+    // d(x W^T)/dx = g W; the base weight is frozen, the storage gets no gradient
+    return {torch::matmul(g, w), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+torch::Tensor or_empty(const torch::Tensor& t, const torch::Tensor& like) {
+  return t.defined() ? t : torch::empty({0}, like.options());
+}
+
+}  // namespace
+
+// ---- the layer -----------------------------------------------------------------------------------
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
   // torch::nn::Linear's initialisation (Kaiming-uniform, a = sqrt(5)); checkpoints overwrite it
@@ -13,15 +200,77 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in
   }
 }
 
-torch::Tensor LinearImpl::dense_weight() const { return weight; }
+torch::Tensor LinearImpl::dense_weight() const {
+  return is_quantized() ? dequantize_nf4(nf4_) : weight;
+}
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = torch::nn::functional::linear(x, weight, bias);
+  torch::Tensor y;
+  if (is_quantized()) {
+    y = Nf4MatmulFn::apply(x, nf4_.codes, or_empty(nf4_.absmax, x), or_empty(nf4_.absmax_q, nf4_.codes),
+                           or_empty(nf4_.absmax2, x), nf4_.absmax_offset, nf4_.block, out_features,
+                           in_features);
+    if (bias.defined()) y = y + bias;
+  } else {
+    y = torch::nn::functional::linear(x, weight, bias);
+  }
   if (!has_lora()) return y;
-  auto h = x;
+  // PEFT: x cast to the adapter dtype, dropout, B(A(x)) * scaling added in the promoted dtype
+  auto h = x.to(lora_A.scalar_type());
   if (lora_dropout > 0 && is_training()) h = torch::dropout(h, lora_dropout, /*train=*/true);
-  auto l = torch::nn::functional::linear(torch::nn::functional::linear(h.to(lora_A.scalar_type()), lora_A), lora_B);
-  return y + (l * lora_scaling).to(y.scalar_type());
+  auto l = torch::nn::functional::linear(torch::nn::functional::linear(h, lora_A), lora_B);  // [..., O]
+  return (y + l * lora_scaling).to(y.scalar_type());
+}
+
+void LinearImpl::attach_lora(torch::Tensor A, torch::Tensor B, double scaling, double dropout) {
+  TORCH_CHECK(!has_lora(), "attach_lora: an adapter is already attached");
+  TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && A.size(1) == in_features && B.size(0) == out_features &&
+                  A.size(0) == B.size(1),
+              "attach_lora: expected A [r, ", in_features, "] and B [", out_features, ", r], got ",
+              A.sizes(), " and ", B.sizes());
+  lora_A = register_module("lora_A", LoraWeight(std::move(A)))->weight;
+  lora_B = register_module("lora_B", LoraWeight(std::move(B)))->weight;
+  lora_scaling = scaling;
+  lora_dropout = dropout;
+}
+
+void LinearImpl::detach_lora() {
+  if (!has_lora()) return;
+  unregister_module("lora_A");
+  unregister_module("lora_B");
+  lora_A = torch::Tensor();
+  lora_B = torch::Tensor();
+  lora_scaling = 0.0;
+  lora_dropout = 0.0;
+}
+
+void LinearImpl::merge_lora() {
+  TORCH_CHECK(has_lora(), "merge_lora: no adapter attached");
+  TORCH_CHECK(!is_quantized(), "merge_lora: the base weight is NF4; merge into a dense base");
+  torch::NoGradGuard ng;
+  auto A = lora_A.detach(), B = lora_B.detach();
+  // get_delta_weight: fp16/bf16 adapters on CPU are multiplied in float32, then cast back
+  const auto adt = B.scalar_type();
+  const bool up = B.device().is_cpu() && (adt == torch::kBFloat16 || adt == torch::kHalf);
+  if (up) A = A.to(torch::kFloat32), B = B.to(torch::kFloat32);
+  auto delta = torch::matmul(B, A) * lora_scaling;            // [O, I]
+  if (up) delta = delta.to(adt);
+  weight.add_(delta.to(weight.device()));                      // `weight.data += delta`
+  detach_lora();
+}
+
+void LinearImpl::quantize_nf4(bool double_quant, int64_t block) {
+  TORCH_CHECK(!is_quantized(), "quantize_nf4: already quantised");
+  nf4_ = models::quantize_nf4(weight, block, double_quant);
+  parameters_.erase("weight");
+  weight = torch::Tensor();
+  register_buffer("weight_nf4", nf4_.codes);
+  if (double_quant) {
+    register_buffer("weight_absmax_q", nf4_.absmax_q);
+    register_buffer("weight_absmax2", nf4_.absmax2);
+  } else {
+    register_buffer("weight_absmax", nf4_.absmax);
+  }
 }
 
 }  // namespace unime::models
