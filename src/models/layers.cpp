@@ -96,7 +96,8 @@ torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::
   allowed = allowed.unsqueeze(0).logical_and(key_real.to(torch::kBool).unsqueeze(1));  // [B, T, T]
   const double lowest = dtype == torch::kBFloat16 ? -3.3895313892515355e38
                         : dtype == torch::kFloat16 ? -65504.0
-                        : dtype == torch::kFloat64 ? std::numeric_limits<double>::lowest()
+                        // float64 too: softmax runs in float32, where double's lowest is -inf
+                        // and a fully masked padding row would turn into NaN
                                                    : static_cast<double>(std::numeric_limits<float>::lowest());
   auto mask = torch::zeros(allowed.sizes(), opts.dtype(dtype));
   mask.masked_fill_(allowed.logical_not(), lowest);
@@ -159,10 +160,15 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias) {
 torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
   if (!torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled()) {
     auto g = gate_proj(x);  // in place: no autograd graph to keep
+    auto u = up_proj(x);
     torch::silu_(g);
-    return down_proj(g.mul_(up_proj(x)));
+    return down_proj(g.mul_(u));
   }
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  // gate before up in both paths: the LoRA dropout draws its masks in the same order, so a
+  // no-grad forward (GradCache's first pass) replays exactly in the autograd forward
+  auto g = gate_proj(x);
+  auto u = up_proj(x);
+  return down_proj(torch::silu(g) * u);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const io::DecoderConfig& c) {

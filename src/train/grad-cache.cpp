@@ -56,10 +56,10 @@ GradCacheResult grad_cache_step(const std::vector<GradCacheSide>& sides, const L
     for (int64_t b = 0; b < side.n; b += side.chunk) {
       const int64_t e = std::min(side.n, b + side.chunk);
       chunk_rng[s].push_back(RngState::capture(rng_devices));
-      // Grad mode stays ON and the graph is dropped at once (peak memory: one chunk's graph, as
-      // in the re-forward). Under no-grad the model may take other code paths (in-place ops
-      // whose operands are evaluated in another order: SwiGluMlp), which changes the order of
-      // the dropout draws, so the re-forward would not replay the same masks.
+      // No autograd here (GradCache's point: activations of one chunk at a time, no graph).
+      // The model draws its dropout masks in the same order with and without grad mode
+      // (layers.cpp SwiGluMlp), so the re-forward replays them exactly.
+      torch::NoGradGuard no_grad;
       parts.push_back(side.embed(b, e).detach());                       // [e - b, D]
     }
     reps[s] = torch::cat(parts, 0).detach().requires_grad_(true);        // [n, D] leaf
