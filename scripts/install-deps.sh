@@ -13,10 +13,14 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev        # tests, benches
   clang libclang-rt-14-dev                          # libFuzzer targets
   python3-torch python3-numpy python3-pil           # independent reference computations in tests
-  nodejs npm                                        # tokenizer reference + openai client + playwright
 )
+# node + npm (tokenizer reference, openai client): checked by command, not by package, because a
+# machine may carry another build of Node.js whose package conflicts with Debian's npm
+NODE_PKGS=()
+command -v node >/dev/null 2>&1 || NODE_PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || NODE_PKGS+=(npm)
 
-missing=()
+missing=("${NODE_PKGS[@]}")
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
