@@ -148,6 +148,18 @@ void check_batch_equals_single(Fixture& fx, models::Model& m, double tol) {
                                             torch::nn::functional::NormalizeFuncOptions().dim(-1));
   for (int64_t b = 0; b < B; ++b)
     EXPECT_LT(max_diff(e[b], ref_tensor(*fx.ref, "emb." + std::to_string(b))), tol) << "batched row " << b;
+  // packed back to back (the embedder's path): the same vectors
+  std::vector<int64_t> flat, lens;
+  for (const auto& r : rows) {
+    flat.insert(flat.end(), r.begin(), r.end());
+    lens.push_back(static_cast<int64_t>(r.size()));
+  }
+  auto p = torch::nn::functional::normalize(
+      m.last_token_hidden_packed(torch::tensor(flat, torch::kInt64).view({1, -1}), lens, batch.pixels)
+          .to(torch::kFloat32),
+      torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  for (int64_t b = 0; b < B; ++b)
+    EXPECT_LT(max_diff(p[b], ref_tensor(*fx.ref, "emb." + std::to_string(b))), tol) << "packed row " << b;
 }
 
 struct Case {

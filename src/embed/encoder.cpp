@@ -134,22 +134,19 @@ torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,
   } else {
     if (ids.empty())
       for (const EmbedInput* in : inputs) ids.push_back(token_ids(*in));
-    size_t T = 0;
-    for (const auto& r : ids) T = std::max(T, r.size());
-    auto id_t = torch::zeros({B, static_cast<int64_t>(T)}, torch::kInt64);
-    auto real = torch::zeros({B, static_cast<int64_t>(T)}, torch::kBool);
+    // packed back to back, no padding: linear layers see only real tokens, attention runs per
+    // sequence, positions restart per sequence (so batching never changes a vector)
+    std::vector<int64_t> flat, lens;
     std::vector<torch::Tensor> px;
-    for (int64_t b = 0; b < B; ++b) {  // left padding: the last token is every row's last column
-      const auto& row = ids[b];
-      const int64_t L = static_cast<int64_t>(row.size()), off = static_cast<int64_t>(T) - L;
-      std::copy(row.begin(), row.end(), id_t[b].data_ptr<int64_t>() + off);
-      real[b].narrow(0, off, L).fill_(true);
+    for (int64_t b = 0; b < B; ++b) {
+      flat.insert(flat.end(), ids[b].begin(), ids[b].end());
+      lens.push_back(static_cast<int64_t>(ids[b].size()));
       auto p = pixels(*inputs[b]);
       if (p.defined()) px.push_back(p);
     }
-    models::TokenBatch batch{id_t.to(device_), real.to(device_),
-                             px.empty() ? torch::Tensor() : torch::cat(px, 0).to(device_)};
-    h = model_->last_token_hidden(batch).to(torch::kFloat32);  // [B, D]
+    auto id_t = torch::tensor(flat, torch::kInt64).view({1, -1}).to(device_);
+    h = model_->last_token_hidden_packed(id_t, lens, px.empty() ? torch::Tensor() : torch::cat(px, 0).to(device_))
+            .to(torch::kFloat32);                                   // [B, D]
   }
   return normalize ? F::normalize(h, F::NormalizeFuncOptions().dim(-1)) : h;
 }

@@ -33,7 +33,8 @@ class Encoder {
   /// One input's images -> [n, C, S, S] float32 on the CPU (undefined when it has none).
   torch::Tensor pixels(const EmbedInput& in);
 
-  /// Embeds inputs as one left-padded batch: [B, D] float32, L2-normalised when `normalize`.
+  /// Embeds inputs as one batch, packed without padding: [B, D] float32, L2-normalised when
+  /// `normalize`.
   /// ids: token_ids() of each input (pass them when already computed, else empty).
   torch::Tensor forward(const std::vector<const EmbedInput*>& inputs,
                         std::vector<std::vector<int64_t>> ids = {}, bool normalize = true);

@@ -2,6 +2,8 @@
 // (LlamaModel.forward), mistral (sliding window mask), qwen2 (q/k/v biases, windowed layers).
 #include "models/decoder.h"
 
+#include <map>
+
 namespace unime::models {
 
 DecoderImpl::DecoderImpl(const io::DecoderConfig& c) : cfg_(c) {
@@ -28,6 +30,34 @@ torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const torch::Ten
     bool use_window = windowed.defined() &&
                       (cfg_.model_type != "qwen2" || i >= cfg_.max_window_layers);
     h = layers[i]->as<DecoderLayer>()->forward(h, rope, use_window ? windowed : full);
+  }
+  return h;
+}
+
+torch::Tensor DecoderImpl::forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens) {
+  const auto dtype = embeds.scalar_type();
+  auto dev = embeds.device();
+  std::vector<torch::Tensor> pos;
+  for (int64_t L : lens) pos.push_back(torch::arange(L, torch::TensorOptions().dtype(torch::kInt64).device(dev)));
+  Rope rope = rope_tables(inv_freq_, torch::cat(pos).unsqueeze(0), dtype);  // [1, N, d]
+  // one mask per distinct length (and window), shared by every layer
+  std::map<int64_t, torch::Tensor> full_by_len, win_by_len;
+  Segments full, windowed;
+  full.lens = windowed.lens = lens;
+  const bool has_window = cfg_.sliding_window > 0;
+  for (int64_t L : lens) {
+    auto real = torch::ones({1, L}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+    if (!full_by_len.count(L)) full_by_len[L] = causal_mask(real, 0, dtype);
+    full.masks.push_back(full_by_len[L]);
+    if (has_window) {
+      if (!win_by_len.count(L)) win_by_len[L] = causal_mask(real, cfg_.sliding_window, dtype);
+      windowed.masks.push_back(win_by_len[L]);
+    }
+  }
+  auto h = embeds;
+  for (int64_t i = 0; i < static_cast<int64_t>(layers->size()); ++i) {
+    bool use_window = has_window && (cfg_.model_type != "qwen2" || i >= cfg_.max_window_layers);
+    h = layers[i]->as<DecoderLayer>()->forward(h, rope, torch::Tensor(), use_window ? &windowed : &full);
   }
   return h;
 }

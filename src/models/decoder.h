@@ -16,6 +16,9 @@ class DecoderImpl : public torch::nn::Module {
   /// shift them); key_real: [B, T] bool. Returns the last layer's output BEFORE the final norm.
   torch::Tensor forward(const torch::Tensor& embeds, const torch::Tensor& positions,
                         const torch::Tensor& key_real);
+  /// Packed sequences without padding: embeds [1, N, D] holding sequences of `lens` back to
+  /// back (positions restart at 0 for each). Returns [1, N, D] before the final norm.
+  torch::Tensor forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens);
   /// ids: [B, T] -> [B, T, D]
   torch::Tensor embed(const torch::Tensor& ids);
 

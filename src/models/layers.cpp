@@ -138,7 +138,7 @@ DecoderAttentionImpl::DecoderAttentionImpl(const io::DecoderConfig& c)
 }
 
 torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& rope,
-                                            const torch::Tensor& mask) {
+                                            const torch::Tensor& mask, const Segments* segs) {
   const int64_t B = x.size(0), T = x.size(1);
   auto q = q_proj(x).view({B, T, n_head_, head_dim_}).transpose(1, 2);     // [B, H, T, d]
   auto k = k_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
@@ -147,7 +147,21 @@ torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& 
   k = apply_rope(k, rope);
   // GQA: each kv head serves H/Hkv consecutive query heads (HF repeat_kv); attention() folds
   // them instead of copying k and v.
-  auto y = attention(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  torch::Tensor y;
+  if (segs == nullptr) {
+    y = attention(q, k, v, mask, scale);                                     // [B, H, T, d]
+  } else {  // packed: each sequence attends only to itself
+    std::vector<torch::Tensor> parts;
+    int64_t off = 0;
+    for (size_t i = 0; i < segs->lens.size(); ++i) {
+      const int64_t L = segs->lens[i];
+      parts.push_back(attention(q.narrow(2, off, L), k.narrow(2, off, L), v.narrow(2, off, L),
+                                segs->masks[i], scale));                     // [1, H, L, d]
+      off += L;
+    }
+    y = parts.size() == 1 ? parts[0] : torch::cat(parts, 2);                 // [1, H, N, d]
+  }
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head_ * head_dim_}));    // [B, T, D]
 }
 
@@ -180,8 +194,8 @@ DecoderLayerImpl::DecoderLayerImpl(const io::DecoderConfig& c) {
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rope& rope,
-                                        const torch::Tensor& mask) {
-  auto h = x + self_attn(input_layernorm(x), rope, mask);
+                                        const torch::Tensor& mask, const Segments* segs) {
+  auto h = x + self_attn(input_layernorm(x), rope, mask, segs);
   return h + mlp(post_attention_layernorm(h));
 }
 

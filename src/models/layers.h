@@ -58,11 +58,19 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 
 // ---- Llama-family decoder layer (LlamaDecoderLayer; Mistral, Qwen2 identical in wiring) -----
 
+/// Packed sequences: x is [1, N, D] holding several sequences back to back (no padding);
+/// attention runs per segment, each with its own [1, 1, L, L] additive mask.
+struct Segments {
+  std::vector<int64_t> lens;          // L per sequence, sum = N
+  std::vector<torch::Tensor> masks;   // per sequence: causal (+ window) mask [1, 1, L, L]
+};
+
 class DecoderAttentionImpl : public torch::nn::Module {
  public:
   explicit DecoderAttentionImpl(const io::DecoderConfig& c);
-  // x: [B, T, D] -> [B, T, D]
-  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask);
+  // x: [B, T, D] -> [B, T, D]; with segs, x is packed [1, N, D] and mask is ignored
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask,
+                        const Segments* segs = nullptr);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
  private:
   int64_t n_head_, n_head_kv_, head_dim_;
@@ -81,8 +89,9 @@ TORCH_MODULE(SwiGluMlp);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const io::DecoderConfig& c);
-  // x: [B, T, D] -> [B, T, D] (pre-norm residual blocks)
-  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask);
+  // x: [B, T, D] -> [B, T, D] (pre-norm residual blocks); segs: packed sequences (see Segments)
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask,
+                        const Segments* segs = nullptr);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   DecoderAttention self_attn{nullptr};
   SwiGluMlp mlp{nullptr};

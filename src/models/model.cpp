@@ -253,6 +253,21 @@ torch::Tensor Model::last_token_hidden(const TokenBatch& batch) {
   return decoder_->norm(rows);
 }
 
+torch::Tensor Model::last_token_hidden_packed(const torch::Tensor& ids, const std::vector<int64_t>& lens,
+                                             const torch::Tensor& pixels) {
+  auto real = torch::ones(ids.sizes(), torch::TensorOptions().dtype(torch::kBool).device(ids.device()));
+  auto emb = input_embeddings(TokenBatch{ids, real, pixels});      // [1, N, D]
+  auto h = decoder_->forward_packed(emb, lens)[0];                  // [N, D]
+  std::vector<int64_t> last;
+  int64_t off = 0;
+  for (int64_t L : lens) {
+    off += L;
+    last.push_back(off - 1);  // each sequence's last token
+  }
+  auto idx = torch::tensor(last, torch::TensorOptions().dtype(torch::kInt64)).to(h.device());
+  return decoder_->norm(h.index_select(0, idx));                    // [B, D]
+}
+
 // ---- image tokens -------------------------------------------------------------------------------
 
 std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,

@@ -61,6 +61,11 @@ class Model {
   /// Final-norm hidden state at each row's last real token (right-most key_real): [B, D]
   torch::Tensor last_token_hidden(const TokenBatch& batch);
 
+  /// As last_token_hidden, with the sequences packed back to back (no padding; attention per
+  /// sequence): ids [1, N] holding sequences of `lens`, pixels in order. -> [B, D], B = lens.size()
+  torch::Tensor last_token_hidden_packed(const torch::Tensor& ids, const std::vector<int64_t>& lens,
+                                         const torch::Tensor& pixels);
+
   /// Every module, for parameter counts and LoRA wrapping: (prefix in HF keys, module).
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> modules() const;
   /// Parameters under their HF checkpoint key names (the layout this model was loaded from).
