@@ -11,6 +11,28 @@
 
 namespace unime::text::detail {
 
+// A UTF-8 lead byte: how many continuation bytes follow (need) and the allowed range of the
+// first one (lo..hi: no overlongs, no UTF-16 surrogates, nothing past U+10FFFF). False for bytes
+// that cannot start a sequence.
+static bool utf8_lead(unsigned char b, size_t* need, unsigned char* lo, unsigned char* hi) {
+  *lo = 0x80;
+  *hi = 0xBF;
+  if (b >= 0xC2 && b <= 0xDF) {
+    *need = 1;
+  } else if (b >= 0xE0 && b <= 0xEF) {
+    *need = 2;
+    if (b == 0xE0) *lo = 0xA0;
+    if (b == 0xED) *hi = 0x9F;  // no UTF-16 surrogates
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    *need = 3;
+    if (b == 0xF0) *lo = 0x90;
+    if (b == 0xF4) *hi = 0x8F;  // nothing past U+10FFFF
+  } else {
+    return false;
+  }
+  return true;
+}
+
 size_t find_invalid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const size_t n = s.size();
@@ -22,20 +44,8 @@ size_t find_invalid_utf8(std::string_view s) {
       continue;
     }
     size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      need = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      need = 2;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;  // no UTF-16 surrogates
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      need = 3;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
-    } else {
-      return i;
-    }
+    unsigned char lo, hi;
+    if (!utf8_lead(b, &need, &lo, &hi)) return i;
     if (i + need >= n) return i;  // truncated
     if (p[i + 1] < lo || p[i + 1] > hi) return i;
     for (size_t k = 2; k <= need; ++k)
@@ -201,18 +211,8 @@ std::string utf8_lossy(std::string_view bytes) {
       continue;
     }
     size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      need = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      need = 2;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      need = 3;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;
-    } else {
+    unsigned char lo, hi;
+    if (!utf8_lead(b, &need, &lo, &hi)) {
       out += kReplacement;
       ++i;
       continue;
