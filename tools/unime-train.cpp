@@ -18,7 +18,7 @@
 
 namespace {
 
-void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o, std::string& fn_margin) {
+void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o) {
   cmd->add_option("--model", o.model, "base model folder (Hugging Face layout)")->required();
   cmd->add_option("--data", o.data, "training data (JSONL)")->required();
   cmd->add_option("--output", o.output, "output folder (adapter, metrics, checkpoints)")->required();
@@ -47,7 +47,6 @@ void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o, std::string&
   cmd->add_option("--dtype", o.dtype, "f32 | bf16 (base weights and activations)")->capture_default_str();
   cmd->add_option("--template", o.prompt_template, "prompt template name or JSON file");
   cmd->add_flag("--quiet", o.quiet, "no progress bar");
-  (void)fn_margin;
 }
 
 // A free loopback TCP port for the rendezvous (bound, read back, released).
@@ -131,9 +130,8 @@ void register_train(CLI::App& app) {
 
   auto nproc = std::make_shared<int>(1);
   auto d = std::make_shared<unime::train::TrainOptions>();
-  auto d_margin = std::make_shared<std::string>();
   auto* distill = train->add_subcommand("distill", "stage 1: textual discriminative knowledge distillation");
-  add_loop_options(distill, *d, *d_margin);
+  add_loop_options(distill, *d);
   distill->add_option("--teacher", d->teacher, "teacher embeddings .npy [N, Dt], row i = i-th sentence")->required();
   distill->add_option("--kl-direction", d->kl_direction, "teacher-student | student-teacher")->capture_default_str();
   distill->add_option("--nproc", *nproc, "data parallel processes on this machine (torchrun-style env also works)");
@@ -145,7 +143,7 @@ void register_train(CLI::App& app) {
   auto s = std::make_shared<unime::train::TrainOptions>();
   auto s_margin = std::make_shared<std::string>("0.1");
   auto* instruct = train->add_subcommand("instruct", "stage 2: hard-negative enhanced instruction tuning");
-  add_loop_options(instruct, *s, *s_margin);
+  add_loop_options(instruct, *s);
   instruct->add_option("--image-root", s->image_root, "folder image paths resolve against (default: the data's folder)");
   instruct->add_option("--hard-negatives", s->hard_negatives, "k hardest negatives per query (0 = all: in-batch InfoNCE)")->capture_default_str();
   instruct->add_option("--fn-margin", *s_margin, "false-negative filter margin beta, or 'none'")->capture_default_str();

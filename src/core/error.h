@@ -26,11 +26,6 @@ std::string str(const Args&... args) {
   return os.str();
 }
 
-/// Prefixes an error's message with context ("loading model.safetensors: ...") on the way up.
-[[noreturn]] inline void rethrow_with_context(const std::string& context, const std::exception& e) {
-  throw Error(context + ": " + e.what());
-}
-
 }  // namespace unime
 
 /// Throws unime::Error(str(args...)) unless cond holds. For user input only.

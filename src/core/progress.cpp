@@ -10,7 +10,6 @@ namespace unime {
 
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total) {
-  enabled_ = true;
   start_ = last_ = std::chrono::steady_clock::now();
 }
 
@@ -24,7 +23,6 @@ double ProgressBar::elapsed_s() const {
 }
 
 void ProgressBar::update(int64_t done, const std::string& extra) {
-  if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   const bool tty = isatty(2);
   const double since = std::chrono::duration<double>(now - last_).count();
@@ -46,7 +44,6 @@ void ProgressBar::update(int64_t done, const std::string& extra) {
 void ProgressBar::finish(const std::string& extra) {
   if (finished_) return;
   finished_ = true;
-  if (!enabled_) return;
   std::fprintf(stderr, "%s%s: %lld %s in %.1fs %s\n", isatty(2) ? "\r\033[K" : "", label_.c_str(),
                static_cast<long long>(total_), unit_.c_str(), elapsed_s(), extra.c_str());
 }

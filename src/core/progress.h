@@ -20,7 +20,7 @@ class ProgressBar {
  private:
   std::string label_, unit_;
   int64_t total_;
-  bool enabled_, finished_ = false;
+  bool finished_ = false;
   std::chrono::steady_clock::time_point start_, last_;
 };
 

@@ -235,16 +235,18 @@ torch::Tensor Model::input_embeddings(const TokenBatch& batch) {
   return emb.masked_scatter(mask, feats.to(emb.scalar_type()).reshape({-1}));
 }
 
+// decoder output before the final norm for a padded batch: [B, T, D]
+static torch::Tensor padded_forward(Model& m, const TokenBatch& batch) {
+  return m.decoder_->forward(m.input_embeddings(batch), positions_from_mask(batch.key_real),
+                             batch.key_real);
+}
+
 torch::Tensor Model::hidden(const TokenBatch& batch) {
-  auto emb = input_embeddings(batch);
-  auto pos = positions_from_mask(batch.key_real);
-  return decoder_->norm(decoder_->forward(emb, pos, batch.key_real));
+  return decoder_->norm(padded_forward(*this, batch));
 }
 
 torch::Tensor Model::last_token_hidden(const TokenBatch& batch) {
-  auto emb = input_embeddings(batch);
-  auto pos = positions_from_mask(batch.key_real);
-  auto h = decoder_->forward(emb, pos, batch.key_real);             // [B, T, D]
+  auto h = padded_forward(*this, batch);                            // [B, T, D]
   // index of the right-most real token of each row
   const int64_t T = batch.key_real.size(1);
   auto idx = torch::arange(T, torch::TensorOptions().dtype(torch::kInt64).device(h.device()));
