@@ -2,3 +2,4 @@
 # library (tests/node, installed by scripts/install-deps.sh) at test time.
 unime_test(test-tokenizer-unit.cpp LABEL unit)
 unime_test(test-tokenizer-hf.cpp LABEL model TIMEOUT 900)
+unime_test(test-bpe-train.cpp LABEL unit)
