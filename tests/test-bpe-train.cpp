@@ -62,7 +62,7 @@ TEST(BpeTrain, Deterministic) {
   EXPECT_EQ(train_bpe(corpus(), opt).tokenizer_json, train_bpe(corpus(), opt).tokenizer_json);
   // whole frequent words (with their leading space, GPT-2's "Ġ") are in the vocabulary
   auto j = nlohmann::json::parse(train_bpe(corpus(), opt).tokenizer_json);
-  for (const char* w : {"\xC4\xA0circle", "\xC4\xA0triangle", "\xC4\xA0left"})
+  for (const char* w : {"\xC4\xA0" "circle", "\xC4\xA0" "triangle", "\xC4\xA0" "left"})
     EXPECT_TRUE(j["model"]["vocab"].contains(w)) << w;
   EXPECT_EQ(j["model"]["vocab"]["<image>"], 4);
 }
