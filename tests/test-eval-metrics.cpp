@@ -219,6 +219,13 @@ TEST(EvalRetrieval, HandMade) {
   // c -> cc cos(0.5)=0.878 vs cb cos(0.9)=0.62 -> rank 1.
   EXPECT_DOUBLE_EQ(m["i2t_R@1"], 2.0 / 3);
   EXPECT_DOUBLE_EQ(m["i2t_R@10"], 1.0);
+  // t2t: only image a has two captions. ca1 -> ca2 cos(1) beats cb cos(1.1): hit; ca2 -> cb
+  // cos(0.1) beats ca1 cos(1): rank 2. The query itself is never a candidate.
+  auto tt = ev::score_text_to_text(d, emb, 2);
+  ASSERT_EQ(tt.size(), 2u);
+  EXPECT_EQ(tt[0].first, "t2t_R@1");
+  EXPECT_DOUBLE_EQ(tt[0].second, 0.5);
+  EXPECT_DOUBLE_EQ(tt[1].second, 1.0);
 
   write_text(t / "r.jsonl", R"({"image":"zz.png","captions":["x"]})" "\n");
   std::string e = error_of([&] { ev::read_retrieval(t / "r.jsonl", ""); });

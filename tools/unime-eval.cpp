@@ -138,7 +138,9 @@ void register_eval(CLI::App& app) {
         ev::Report meta;
         int64_t D = 0;
         auto emb = embed_table(*ar, d.table, meta, &D);
-        auto r = ev::make_report("retrieval", ev::score_retrieval(d, emb, D));
+        ev::Scores sc = ev::score_retrieval(d, emb, D);
+        for (auto& x : ev::score_text_to_text(d, emb, D)) sc.push_back(x);
+        auto r = ev::make_report("retrieval", sc);
         r["counts"] = {{"images", static_cast<int64_t>(d.image.size())},
                        {"captions", static_cast<int64_t>(d.text.size())}};
         finish(*ar, r, meta);

@@ -1,6 +1,8 @@
 // Benchmark adapters: MMEB-eval, image-text retrieval, SugarCrepe (see benchmarks.h).
 #include "eval/benchmarks.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -221,6 +223,28 @@ Scores score_retrieval(const RetrievalData& d, const std::vector<float>& emb, in
   Scores s;
   for (int64_t k : {1, 5, 10}) s.emplace_back(str("t2i_R@", k), recall_at_k(t2i, T, I, gold_t2i, k));
   for (int64_t k : {1, 5, 10}) s.emplace_back(str("i2t_R@", k), recall_at_k(i2t, I, T, gold_i2t, k));
+  return s;
+}
+
+Scores score_text_to_text(const RetrievalData& d, const std::vector<float>& emb, int64_t D) {
+  const int64_t T = static_cast<int64_t>(d.text.size());
+  std::vector<std::vector<int64_t>> by_image(d.image.size());
+  for (int64_t t = 0; t < T; ++t) by_image[d.text_image[t]].push_back(t);
+  std::vector<int64_t> queries;
+  for (int64_t t = 0; t < T; ++t)
+    if (by_image[d.text_image[t]].size() >= 2) queries.push_back(t);
+  const int64_t Q = static_cast<int64_t>(queries.size());
+  std::vector<float> scores(static_cast<size_t>(Q * T));
+  std::vector<std::vector<int64_t>> gold(Q);
+  for (int64_t q = 0; q < Q; ++q) {
+    const int64_t t = queries[q];
+    for (int64_t c = 0; c < T; ++c)  // the query itself never counts: below every real score
+      scores[q * T + c] = c == t ? -std::numeric_limits<float>::infinity() : dot(emb, D, d.text[t], d.text[c]);
+    for (int64_t c : by_image[d.text_image[t]])
+      if (c != t) gold[q].push_back(c);
+  }
+  Scores s;
+  for (int64_t k : {1, 5}) s.emplace_back(str("t2t_R@", k), recall_at_k(scores, Q, T, gold, k));
   return s;
 }
 

@@ -63,6 +63,10 @@ struct RetrievalData {
 RetrievalData read_retrieval(const std::string& path, const std::string& image_root);
 /// t2i_R@1/5/10 (caption -> its image) and i2t_R@1/5/10 (image -> any of its captions).
 Scores score_retrieval(const RetrievalData& d, const std::vector<float>& emb, int64_t D);
+/// Text-to-text retrieval among the captions (sets with several captions per image): each caption
+/// whose image has another caption queries all other captions; the image's other captions are
+/// the gold. t2t_R@1 and t2t_R@5 (empty-gold sets give 0).
+Scores score_text_to_text(const RetrievalData& d, const std::vector<float>& emb, int64_t D);
 
 // ---- SugarCrepe ----
 
