@@ -1,0 +1,411 @@
+// `unime demo`; see demo.h. Sizes and hyper-parameters are in plan(); everything else is the same
+// code path a user runs with real checkpoints (world data in the real formats, the HF checkpoint
+// layout, PEFT adapters, the eval readers).
+#include "demo/demo.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/world.h"
+#include "demo/report.h"
+#include "demo/teacher.h"
+#include "eval/benchmarks.h"
+#include "eval/emb-cache.h"
+#include "io/fs.h"
+#include "io/npy.h"
+#include "text/bpe-train.h"
+#include "train/pretrain.h"
+#include "train/trainer.h"
+#include "unime/embedder.h"
+
+namespace unime::demo {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+struct Plan {
+  data::WorldConfig world;
+  int64_t bpe_vocab = 1024;
+  int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 192;
+  int64_t pre_steps = 0, pre_batch = 16;
+  std::string pre_dtype = "bf16";
+  double pre_lr = 1e-3;
+  int64_t teacher_dim = 512;
+  int64_t s1_steps = 0, s1_batch = 64;
+  double s1_lr = 5e-4, s1_tau = 0.05;
+  int64_t s2_steps = 0, s2_batch = 64;
+  double s2_lr = 5e-4;
+};
+
+Plan plan(const DemoOptions& o) {
+  Plan p;
+  p.world.seed = o.seed;
+  if (o.quick) {
+    p.world.pretrain_scenes = 500;
+    p.world.nli_rows = 800;
+    p.world.train_per_source = 60;
+    p.world.eval_queries = 24;
+    p.world.candidates = 10;
+    p.world.retrieval_images = 40;
+    p.world.sugarcrepe_items = 40;
+    p.pre_steps = 300;
+    p.s1_steps = 60;
+    p.s2_steps = 80;
+  } else {
+    p.world.pretrain_scenes = 1500;
+    p.world.nli_rows = 3000;
+    p.world.train_per_source = 200;
+    p.world.eval_queries = 60;
+    p.world.candidates = 16;
+    p.world.retrieval_images = 100;
+    p.world.sugarcrepe_items = 100;
+    p.pre_steps = 1200;
+    p.s1_steps = 150;
+    p.s2_steps = 300;
+  }
+  p.world.threads = o.threads;
+  return p;
+}
+
+nlohmann::json model_config(const Plan& p, int64_t vocab, int64_t image_token) {
+  using nj = nlohmann::json;
+  nj text{{"model_type", "llama"},
+          {"hidden_size", p.text_hidden},
+          {"intermediate_size", p.text_hidden * 3},
+          {"num_hidden_layers", p.text_layers},
+          {"num_attention_heads", p.text_hidden / 64},
+          {"num_key_value_heads", p.text_hidden / 64},
+          {"vocab_size", vocab},
+          {"max_position_embeddings", 512},
+          {"rms_norm_eps", 1e-5},
+          {"rope_theta", 10000.0},
+          {"tie_word_embeddings", false},
+          {"bos_token_id", 1},
+          {"eos_token_id", 2},
+          {"pad_token_id", 3}};
+  nj vision{{"model_type", "clip_vision_model"},
+            {"hidden_size", p.vision_hidden},
+            {"intermediate_size", p.vision_hidden * 4},
+            {"num_hidden_layers", p.vision_layers},
+            {"num_attention_heads", p.vision_hidden / 32},
+            {"image_size", p.world.image_size},
+            {"patch_size", 8},
+            {"hidden_act", "quick_gelu"}};
+  return nj{{"architectures", {"LlavaForConditionalGeneration"}},
+            {"model_type", "llava"},
+            {"image_token_index", image_token},
+            {"projector_hidden_act", "gelu"},
+            {"vision_feature_layer", -2},
+            {"vision_feature_select_strategy", "default"},
+            {"text_config", text},
+            {"vision_config", vision},
+            {"pad_token_id", 3},
+            {"torch_dtype", "float32"}};
+}
+
+std::string preprocessor_config(int size) {
+  nlohmann::json p{{"image_processor_type", "CLIPImageProcessor"}, {"do_resize", true},
+                   {"size", {{"shortest_edge", size}}}, {"resample", 3}, {"do_center_crop", true},
+                   {"crop_size", {{"height", size}, {"width", size}}}, {"do_rescale", true},
+                   {"rescale_factor", 1.0 / 255.0}, {"do_normalize", true},
+                   {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+                   {"image_std", {0.26862954, 0.26130258, 0.27577711}}, {"do_convert_rgb", true}};
+  return p.dump(2) + "\n";
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+void say(const std::string& s) {
+  std::fprintf(stderr, "demo: %s\n", s.c_str());
+  std::fflush(stderr);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::vector<std::string> v;
+  std::istringstream in(io::read_file(path));
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) v.push_back(line);
+  return v;
+}
+
+double dot(const std::vector<float>& e, int64_t D, int64_t a, int64_t b) {
+  double r = 0;
+  for (int64_t k = 0; k < D; ++k) r += double(e[a * D + k]) * e[b * D + k];
+  return r;
+}
+
+json scores_json(const eval::Scores& s) {
+  json j = json::object();
+  for (auto& [k, v] : s) j[k] = v;
+  return j;
+}
+
+// A model under evaluation: the base checkpoint plus adapters, in order.
+struct Variant {
+  std::string key, label;
+  std::vector<std::string> lora;
+};
+
+json evaluate(const Variant& v, const std::string& base, const fs::path& world,
+              const NliSentences& nli, int threads) {
+  EmbedderOptions eo;
+  eo.dtype = "f32";
+  eo.threads = threads;
+  eo.batch_size = 64;
+  eo.lora = v.lora;
+  auto emb = Embedder::load(base, eo);
+  const int64_t D = emb->dim();
+  auto run = [&](const eval::InputTable& t) { return emb->embed(t.inputs()); };
+  json r;
+  r["label"] = v.label;
+  r["lora"] = v.lora;
+
+  auto mm = eval::read_mmeb((world / "mmeb-eval").string(), "");
+  auto e = run(mm.table);
+  auto res = eval::score_mmeb(mm, e, D);
+  r["mmeb"] = scores_json(res.datasets);
+  for (auto& [k, val] : res.means) r["mmeb_means"][k] = val;
+  // similarity of each query to its gold candidate and to the others (histograms)
+  std::vector<double> pos, neg;
+  for (auto& ds : mm.datasets)
+    for (size_t q = 0; q < ds.qry.size(); ++q)
+      for (size_t c = 0; c < ds.tgt[q].size(); ++c)
+        (c == 0 ? pos : neg).push_back(dot(e, D, ds.qry[q], ds.tgt[q][c]));
+  r["sim_pos"] = pos;
+  r["sim_neg"] = neg;
+
+  auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "");
+  e = run(rt.table);
+  auto rs = eval::score_retrieval(rt, e, D);
+  for (auto& x : eval::score_text_to_text(rt, e, D)) rs.push_back(x);
+  r["retrieval"] = scores_json(rs);
+  // text -> image examples: the top 3 images of the first captions
+  json ex = json::array();
+  for (int64_t t = 0; t < std::min<int64_t>(4, static_cast<int64_t>(rt.text.size())); ++t) {
+    const int64_t tq = t * static_cast<int64_t>(rt.text.size()) / 4;  // spread over the set
+    std::vector<std::pair<double, int64_t>> s;
+    for (size_t i = 0; i < rt.image.size(); ++i) s.emplace_back(dot(e, D, rt.text[tq], rt.image[i]), i);
+    std::partial_sort(s.begin(), s.begin() + std::min<size_t>(3, s.size()), s.end(),
+                      [](auto& a, auto& b) { return a.first > b.first; });
+    json hits = json::array();
+    for (size_t k = 0; k < std::min<size_t>(3, s.size()); ++k)
+      hits.push_back({{"image", rt.table.inputs()[rt.image[s[k].second]].images.at(0)},
+                      {"score", s[k].first}, {"correct", s[k].second == rt.text_image[tq]}});
+    ex.push_back({{"query", rt.table.inputs()[rt.text[tq]].text}, {"hits", hits}});
+  }
+  r["examples"] = ex;
+
+  auto sc = eval::read_sugarcrepe((world / "sugarcrepe").string(), "");
+  e = run(sc.table);
+  r["sugarcrepe"] = scores_json(eval::score_sugarcrepe(sc, e, D));
+
+  std::vector<EmbedInput> in(nli.sentences.size());
+  for (size_t i = 0; i < in.size(); ++i) in[i].text = nli.sentences[i];
+  e = emb->embed(in);
+  r["nli_accuracy"] = nli_accuracy(nli, e, D);
+  return r;
+}
+
+}  // namespace
+
+int run_demo(const DemoOptions& o) {
+  const auto t_all = std::chrono::steady_clock::now();
+  const Plan p = plan(o);
+  const fs::path out(o.output);
+  fs::create_directories(out);
+  const fs::path world = out / "world", tokdir = out / "tokenizer", base = out / "base";
+  json timings = json::object();
+
+  // 1. the world
+  auto t = std::chrono::steady_clock::now();
+  if (o.force || !fs::exists(world / "world.json")) {
+    say("1/7 world: scenes, captions, VQA, NLI, MMEB-style train/eval, retrieval, SugarCrepe-style");
+    data::generate_world(p.world, world.string(), /*force=*/true);
+  }
+  timings["world"] = seconds_since(t);
+
+  // 2. the tokenizer
+  t = std::chrono::steady_clock::now();
+  if (o.force || !fs::exists(tokdir / "tokenizer.json")) {
+    say("2/7 tokenizer: byte-level BPE trained on the world's text");
+    text::BpeTrainOptions bo;
+    bo.vocab_size = p.bpe_vocab;
+    auto tk = text::train_bpe(read_lines((world / "corpus.txt").string()), bo);
+    fs::create_directories(tokdir);
+    io::write_file_atomic((tokdir / "tokenizer.json").string(), tk.tokenizer_json);
+    io::write_file_atomic((tokdir / "tokenizer_config.json").string(), tk.tokenizer_config_json);
+  }
+  timings["tokenizer"] = seconds_since(t);
+  const int64_t vocab = [&] {
+    auto j = nlohmann::json::parse(io::read_file((tokdir / "tokenizer.json").string()));
+    return static_cast<int64_t>(j["model"]["vocab"].size());
+  }();
+
+  // 3. stage 0
+  t = std::chrono::steady_clock::now();
+  json pre = json::object();
+  if (o.force || !fs::exists(base / "model.safetensors")) {
+    say("3/7 stage 0: next-token pretraining of a tiny LLaVA (CLIP ViT + projector + Llama)");
+    train::PretrainOptions po;
+    po.config = model_config(p, vocab, /*<image>=*/4).dump(2);
+    po.tokenizer_dir = tokdir.string();
+    po.preprocessor_config = preprocessor_config(p.world.image_size);
+    po.data = {(world / "captions.jsonl").string(), (world / "vqa.jsonl").string()};
+    po.output = base.string();
+    po.steps = p.pre_steps;
+    po.batch_size = p.pre_batch;
+    po.lr = p.pre_lr;
+    po.dtype = getenv("UNIME_DEMO_PRE_DTYPE") ? getenv("UNIME_DEMO_PRE_DTYPE") : p.pre_dtype;
+    po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
+    po.seed = o.seed;
+    po.threads = o.threads;
+    auto r = train::run_pretrain(po);
+    pre = {{"parameters", r.parameters}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
+           {"seconds", r.seconds}, {"tokens", r.tokens}};
+    io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
+  } else if (fs::exists(out / "stage0.json")) {
+    pre = json::parse(io::read_file((out / "stage0.json").string()));
+  }
+  timings["stage0"] = seconds_since(t);
+
+  // 4. the teacher
+  t = std::chrono::steady_clock::now();
+  const std::string nli_path = (world / "nli.jsonl").string();
+  const NliSentences nli = read_nli_sentences(nli_path);
+  if (o.force || !fs::exists(out / "teacher.npy")) {
+    say("4/7 teacher: lexical TF-IDF embeddings of the stage-1 sentences -> teacher.npy");
+    auto te = lexical_embed(nli.sentences, p.teacher_dim);
+    io::write_npy_f32((out / "teacher.npy").string(), te.data(),
+                      {static_cast<int64_t>(nli.sentences.size()), p.teacher_dim});
+  }
+  double teacher_nli = 0, teacher_t2t = 0;
+  {
+    auto te = lexical_embed(nli.sentences, p.teacher_dim);
+    teacher_nli = nli_accuracy(nli, te, p.teacher_dim);
+    auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "");
+    std::vector<std::string> caps;
+    for (auto& in : rt.table.inputs()) caps.push_back(in.text);
+    auto ce = lexical_embed(caps, p.teacher_dim);
+    for (auto& [k, v] : eval::score_text_to_text(rt, ce, p.teacher_dim))
+      if (k == "t2t_R@1") teacher_t2t = v;
+  }
+  timings["teacher"] = seconds_since(t);
+
+  // 5. stage 1 and 6. stage 2 (+ ablations)
+  auto train_if_needed = [&](const std::string& name, train::TrainOptions to) {
+    const fs::path dir = out / name;
+    if (!o.force && fs::exists(dir / "adapter_model.safetensors")) return;
+    fs::remove_all(dir);
+    to.model = base.string();
+    to.output = dir.string();
+    to.seed = o.seed;
+    to.threads = o.threads;
+    train::run_training(to);
+  };
+  t = std::chrono::steady_clock::now();
+  say("5/7 stage 1: textual discriminative knowledge distillation (LoRA, KL at tau)");
+  {
+    train::TrainOptions to;
+    to.stage = "distill";
+    to.data = nli_path;
+    to.teacher = (out / "teacher.npy").string();
+    to.steps = p.s1_steps;
+    to.batch_size = p.s1_batch;
+    to.lr = p.s1_lr;
+    to.temperature = p.s1_tau;
+    to.warmup_steps = p.s1_steps / 10;
+    to.lora.r = 16;
+    to.lora.alpha = 32;
+    to.lora.dropout = 0.05;
+    train_if_needed("stage1", to);
+  }
+  timings["stage1"] = seconds_since(t);
+
+  t = std::chrono::steady_clock::now();
+  say("6/7 stage 2: hard-negative instruction tuning on top of stage 1, and two ablations");
+  const std::string train_path = (world / "mmeb-train.jsonl").string();
+  auto stage2 = [&](std::optional<double> margin, int64_t k) {
+    train::TrainOptions to;
+    to.stage = "instruct";
+    to.data = train_path;
+    to.lora_in = {(out / "stage1").string()};
+    to.steps = p.s2_steps;
+    to.batch_size = p.s2_batch;
+    to.lr = p.s2_lr;
+    to.warmup_steps = p.s2_steps / 10;
+    to.hard_negatives = k;
+    to.fn_margin = margin;
+    return to;
+  };
+  train_if_needed("stage2", stage2(0.1, 8));
+  train_if_needed("ablation-infonce", stage2(std::nullopt, 0));
+  train_if_needed("ablation-nofilter", stage2(std::nullopt, 8));
+  timings["stage2"] = seconds_since(t);
+
+  // 7. evaluation
+  t = std::chrono::steady_clock::now();
+  say("7/7 evaluation: MMEB-style, retrieval, SugarCrepe-style, NLI triplets; report");
+  const std::string s1 = (out / "stage1").string();
+  std::vector<Variant> variants = {
+      {"stage0", "stage 0 (zero-shot, prompts)", {}},
+      {"stage1", "+ stage 1 (distillation)", {s1}},
+      {"stage2", "+ stage 2 (UniME: hard negatives)", {s1, (out / "stage2").string()}},
+      {"ablation-infonce", "stage 2 with in-batch InfoNCE", {s1, (out / "ablation-infonce").string()}},
+      {"ablation-nofilter", "stage 2 without the false-negative filter", {s1, (out / "ablation-nofilter").string()}}};
+  json results = json::object();
+  for (auto& v : variants) results[v.key] = evaluate(v, base.string(), world, nli, o.threads);
+  timings["eval"] = seconds_since(t);
+  timings["total"] = seconds_since(t_all);
+
+  json report{{"format", "unime-demo/1"}, {"seed", o.seed}, {"quick", o.quick},
+              {"stage0", pre}, {"teacher", {{"nli_accuracy", teacher_nli}, {"t2t_R@1", teacher_t2t},
+                                            {"dim", p.teacher_dim}}},
+              {"results", results}, {"timings", timings}};
+  // the claims the method should show
+  auto mm = [&](const char* v, const char* k) { return results[v]["mmeb_means"].value(k, 0.0); };
+  json claims = json::array();
+  for (const char* task : {"classification", "vqa", "retrieval", "grounding"})
+    claims.push_back({{"claim", str("stage 2 beats stage 0 on ", task)},
+                      {"holds", mm("stage2", task) > mm("stage0", task)},
+                      {"values", {mm("stage0", task), mm("stage2", task)}}});
+  for (const char* sub : {"Replace", "Swap"}) {
+    const double a = results["stage2"]["sugarcrepe"].value(sub, 0.0);
+    const double b = results["ablation-infonce"]["sugarcrepe"].value(sub, 0.0);
+    claims.push_back({{"claim", str("hard negatives beat in-batch InfoNCE on SugarCrepe ", sub)},
+                      {"holds", a > b}, {"values", {b, a}}});
+  }
+  {
+    const double a = results["stage1"]["retrieval"].value("t2t_R@1", 0.0);
+    const double b = results["stage0"]["retrieval"].value("t2t_R@1", 0.0);
+    claims.push_back({{"claim", "stage 1 improves text-to-text retrieval over stage 0"},
+                      {"holds", a > b}, {"values", {b, a}}});
+    const double tn = teacher_nli, sn = results["stage0"].value("nli_accuracy", 0.0);
+    const double tt = teacher_t2t, st = results["stage0"]["retrieval"].value("t2t_R@1", 0.0);
+    claims.push_back({{"claim", "the teacher is more discriminative than stage 0 (NLI triplets and t2t)"},
+                      {"holds", tn > sn && tt > st}, {"values", {sn, tn, st, tt}}});
+  }
+  report["claims"] = claims;
+  write_report(out.string(), report);
+  int failed = 0;
+  for (auto& c : claims) {
+    const bool ok = c["holds"].get<bool>();
+    failed += !ok;
+    std::printf("%s %s %s\n", ok ? "[holds]" : "[FAILS]", c["claim"].get<std::string>().c_str(),
+                c["values"].dump().c_str());
+  }
+  std::printf("demo: report in %s/report.md (and .html, .json); %.0f s in all\n", out.c_str(),
+              timings["total"].get<double>());
+  return failed;
+}
+
+}  // namespace unime::demo

@@ -1,0 +1,256 @@
+// Stage-0 pretraining; see pretrain.h.
+// Legend: B rows per step, N packed tokens, F image feature tokens, D hidden, V vocabulary.
+#include "train/pretrain.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/fs.h"
+#include "io/hf-config.h"
+#include "io/image.h"
+#include "io/jsonl.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "text/tokenizer.h"
+#include "train/trainer.h"
+#include "vision/clip-processor.h"
+
+namespace unime::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// One image and every row about it, packed into one sequence (the image tokens are the costly
+// part of a sequence, so each image is seen once per step with all its captions and QA pairs):
+//   bos <image>xF \n  [prompt_1] target_1 \n  [prompt_2] target_2 \n ... eos
+// The segments come in a fresh random order each time; the loss covers the targets, their
+// newlines and the eos.
+struct Segment {
+  std::vector<int64_t> prompt, target;  // target includes its closing newline
+};
+struct Example {
+  int64_t image = -1;          // index into the pixel table
+  std::vector<Segment> segs;
+};
+
+// A JSONL row -> prompt and target text. Captions: no prompt, the caption is the target; VQA:
+// the question is the prompt, the answer the target.
+std::pair<std::string, std::string> prompt_target(const json& row, const std::string& where) {
+  if (row.contains("text")) {
+    UNIME_CHECK(row["text"].is_string(), where, ": 'text' must be a string");
+    return {"", row["text"].get<std::string>()};
+  }
+  UNIME_CHECK(row.contains("question") && row.contains("answer") && row["question"].is_string() &&
+                  row["answer"].is_string(),
+              where, ": expected 'text' (caption) or 'question' and 'answer' strings");
+  return {row["question"].get<std::string>() + "\n", row["answer"].get<std::string>()};
+}
+
+void save_checkpoint(models::Model& m, const PretrainOptions& o, const fs::path& dir) {
+  std::vector<torch::Tensor> keep;
+  std::vector<io::TensorToWrite> tensors;
+  for (auto& [name, p] : m.named_parameters()) {
+    keep.push_back(p.detach().to(torch::kFloat32).contiguous());
+    tensors.push_back({name, io::DType::F32,
+                       std::vector<int64_t>(p.sizes().begin(), p.sizes().end()), keep.back().data_ptr()});
+  }
+  io::write_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  json cfg = json::parse(o.config);
+  cfg["torch_dtype"] = "float32";
+  io::write_file_atomic((dir / "config.json").string(), cfg.dump(2) + "\n");
+  io::write_file_atomic((dir / "preprocessor_config.json").string(), o.preprocessor_config);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    io::write_file_atomic((dir / f).string(), io::read_file((fs::path(o.tokenizer_dir) / f).string()));
+}
+
+}  // namespace
+
+PretrainResult run_pretrain(const PretrainOptions& o) {
+  UNIME_CHECK(o.steps > 0 && o.batch_size > 0, "pretrain: --steps and --batch-size must be > 0");
+  if (o.threads > 0) torch::set_num_threads(o.threads);
+  const auto t_start = std::chrono::steady_clock::now();
+  const io::ModelConfig cfg = io::parse_model_config(o.config, "pretrain config");
+  UNIME_CHECK(cfg.arch == io::Arch::Llava && cfg.vision && cfg.text,
+              "pretrain: the config must describe a LLaVA model (vision tower + language model)");
+  const text::Tokenizer tok = text::Tokenizer::load(o.tokenizer_dir);
+  const auto proc = vision::parse_clip_processor_config(o.preprocessor_config, "preprocessor_config.json");
+  const int64_t image_token = cfg.llava.image_token_id;
+  const auto image_token_text = tok.id_to_token(static_cast<int32_t>(image_token));
+  UNIME_CHECK(image_token_text, o.tokenizer_dir, ": the tokenizer has no token ", image_token,
+              " (the config's image_token_index)");
+  const auto eos = tok.eos_id();
+  UNIME_CHECK(eos, o.tokenizer_dir, ": tokenizer_config.json names no eos_token");
+
+  torch::manual_seed(o.seed);
+  auto model = std::make_shared<models::Model>(cfg, torch::kFloat32);
+  {
+    torch::NoGradGuard ng;
+    model->decoder_->embed_tokens->weight.normal_(0.0, 0.02);
+  }
+  // F: the feature tokens one image becomes
+  int64_t F = 0;
+  {
+    torch::NoGradGuard ng;
+    const int64_t S = cfg.vision->image_size;
+    F = model->image_features(torch::zeros({1, 3, S, S})).size(1);
+  }
+
+  // data: tokenized once, images decoded and preprocessed once
+  std::vector<Example> examples;
+  std::vector<torch::Tensor> pixels;
+  std::map<std::string, int64_t> image_index;
+  for (const auto& file : o.data) {
+    const fs::path base = fs::path(file).parent_path();
+    io::read_jsonl(file, [&](int64_t line, const json& row) {
+      const std::string where = str(file, ":", line);
+      UNIME_CHECK(row.is_object() && row.contains("image") && row["image"].is_string(), where,
+                  ": expected an object with an 'image' path");
+      const std::string path = (base / row["image"].get<std::string>()).string();
+      auto [it, fresh] = image_index.emplace(path, static_cast<int64_t>(pixels.size()));
+      if (fresh) {
+        int h = 0, w = 0;
+        auto chw = vision::clip_preprocess(io::load_image(path), proc, &h, &w);
+        UNIME_CHECK(h == cfg.vision->image_size && w == cfg.vision->image_size, path,
+                    ": the processor gives ", h, "x", w, " pixels, the vision tower expects ",
+                    cfg.vision->image_size);
+        pixels.push_back(torch::from_blob(chw.data(), {3, h, w}, torch::kFloat32).clone());
+      }
+      if (fresh) examples.push_back(Example{it->second, {}});
+      auto [prompt, target] = prompt_target(row, where);
+      Segment seg;
+      for (int32_t id : tok.encode(prompt, false)) seg.prompt.push_back(id);
+      for (int32_t id : tok.encode(target + "\n", false)) seg.target.push_back(id);
+      examples[it->second].segs.push_back(std::move(seg));
+    });
+  }
+  UNIME_CHECK(static_cast<int64_t>(examples.size()) >= o.batch_size, "pretrain: ", examples.size(),
+              " images, fewer than the batch size ", o.batch_size);
+  std::vector<int64_t> head;  // bos <image>xF \n
+  for (int32_t id : tok.encode(*image_token_text + "\n", true)) {
+    if (id == image_token) head.insert(head.end(), F, image_token);
+    else head.push_back(id);
+  }
+  for (const auto& ex : examples) {
+    int64_t n = static_cast<int64_t>(head.size()) + 1;
+    for (const auto& sg : ex.segs) n += static_cast<int64_t>(sg.prompt.size() + sg.target.size());
+    UNIME_CHECK(n <= cfg.text->max_position_embeddings, "pretrain: the rows of image ", ex.image,
+                " make ", n, " tokens, more than max_position_embeddings ",
+                cfg.text->max_position_embeddings);
+  }
+
+  std::vector<torch::Tensor> params;
+  PretrainResult res;
+  for (auto& [name, p] : model->named_parameters()) {
+    p.requires_grad_(true);
+    params.push_back(p);
+    res.parameters += p.numel();
+  }
+  // AdamW without decay on norms and biases (1-D), as is usual for transformer LMs
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : params) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).weight_decay(0.0)));
+  torch::optim::AdamW optim(groups, torch::optim::AdamWOptions(o.lr));
+  for (auto& [p, m] : model->modules()) m->train();
+
+  const fs::path out(o.output);
+  const fs::path tmp = out.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::ofstream metrics(tmp / "metrics.jsonl");
+  std::mt19937_64 rng(o.seed);
+  std::vector<int64_t> order(examples.size());
+  std::iota(order.begin(), order.end(), 0);
+  size_t cursor = order.size();
+  std::vector<double> losses;
+  ProgressBar bar("pretrain", o.steps, "steps");
+  const bool bf16 = o.dtype == "bf16";
+  UNIME_CHECK(bf16 || o.dtype == "f32", "pretrain: --dtype must be f32 or bf16");
+
+  for (int64_t step = 1; step <= o.steps; ++step) {
+    const double lr = schedule_lr(o.schedule, o.lr, step, o.steps, o.warmup_steps);
+    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    // the batch: rows packed back to back, attention within each row
+    std::vector<int64_t> ids, lens, targets, target_pos;
+    std::vector<torch::Tensor> px;
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      if (cursor == order.size()) {
+        std::shuffle(order.begin(), order.end(), rng);
+        cursor = 0;
+      }
+      Example& ex = examples[order[cursor++]];
+      std::shuffle(ex.segs.begin(), ex.segs.end(), rng);
+      const int64_t off = static_cast<int64_t>(ids.size());
+      ids.insert(ids.end(), head.begin(), head.end());
+      auto add_target = [&](int64_t id) {
+        target_pos.push_back(static_cast<int64_t>(ids.size()) - 1);  // the state before predicts it
+        targets.push_back(id);
+        ids.push_back(id);
+      };
+      for (const auto& sg : ex.segs) {
+        ids.insert(ids.end(), sg.prompt.begin(), sg.prompt.end());
+        for (int64_t id : sg.target) add_target(id);
+      }
+      add_target(*eos);
+      lens.push_back(static_cast<int64_t>(ids.size()) - off);
+      px.push_back(pixels[ex.image]);
+    }
+    auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
+    auto real = torch::ones_like(ids_t, torch::kBool);
+    torch::Tensor loss;
+    {
+      if (bf16) {
+        at::autocast::set_cpu_enabled(true);
+        at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
+      }
+      auto emb = model->input_embeddings({ids_t, real, torch::stack(px)});           // [1, N, D]
+      auto h = model->decoder_->forward_packed(emb, lens)[0];                         // [N, D]
+      auto pos = torch::tensor(target_pos, torch::kInt64);
+      auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
+      loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32),
+                                                  torch::tensor(targets, torch::kInt64));
+      if (bf16) {
+        at::autocast::set_cpu_enabled(false);
+        at::autocast::clear_cache();
+      }
+    }
+    optim.zero_grad();
+    loss.backward();
+    if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
+    optim.step();
+    const double l = loss.item<double>();
+    UNIME_CHECK(std::isfinite(l), "pretrain: the loss is ", l, " at step ", step,
+                "; lower the learning rate (", o.lr, ")");
+    losses.push_back(l);
+    res.tokens += static_cast<int64_t>(targets.size());
+    metrics << json{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", targets.size()}}.dump() << "\n";
+    if (!o.quiet) bar.update(step, str("loss ", static_cast<int64_t>(l * 1000) / 1000.0));
+  }
+  if (!o.quiet) bar.finish();
+  metrics.close();
+  auto mean = [](auto b, auto e) { return std::accumulate(b, e, 0.0) / std::max<int64_t>(1, e - b); };
+  const int64_t k = std::min<int64_t>(10, static_cast<int64_t>(losses.size()));
+  res.first_loss = mean(losses.begin(), losses.begin() + k);
+  res.last_loss = mean(losses.end() - k, losses.end());
+  save_checkpoint(*model, o, tmp);
+  fs::remove_all(out);
+  fs::rename(tmp, out);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return res;
+}
+
+}  // namespace unime::train

@@ -1,0 +1,46 @@
+// Stage 0 of the demo: next-token pretraining of a LLaVA-architecture model from random weights
+// on image captions and VQA (the LLaVA recipe at toy scale: every weight trained, loss on the
+// answer tokens only), saved as a normal Hugging Face checkpoint that `unime embed` and
+// transformers' LlavaForConditionalGeneration load.
+// Torch-free header (tools include it).
+//
+//   unime::train::PretrainOptions o;
+//   o.config = cfg_json_text; o.tokenizer_dir = "out/tok"; o.data = {"w/captions.jsonl", "w/vqa.jsonl"};
+//   o.output = "out/base"; o.steps = 600;
+//   auto r = unime::train::run_pretrain(o);
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace unime::train {
+
+struct PretrainOptions {
+  std::string config;                 ///< config.json text of the model to build (LLaVA + Llama)
+  std::string tokenizer_dir;          ///< tokenizer.json + tokenizer_config.json (copied to output)
+  std::string preprocessor_config;    ///< preprocessor_config.json text (copied to output)
+  /// JSONL files of {"image", "text"} (caption: the whole text is the target) or
+  /// {"image", "question", "answer"} (the answer is the target); image paths relative to the file.
+  std::vector<std::string> data;
+  std::string output;                 ///< HF folder written at the end (atomically: OUT.tmp -> OUT)
+  int64_t steps = 500, batch_size = 32, warmup_steps = 50;
+  double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
+  std::string schedule = "cosine";    ///< as train::schedule_lr
+  std::string dtype = "f32";          ///< compute dtype (weights stay f32; bf16 = autocast-style)
+  uint64_t seed = 1;
+  int threads = 0;
+  bool quiet = false;
+};
+
+struct PretrainResult {
+  double first_loss = 0, last_loss = 0;  ///< mean over the first / last 10 steps
+  double seconds = 0;
+  int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
+};
+
+/// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+/// preprocessor_config.json, metrics.jsonl}.
+PretrainResult run_pretrain(const PretrainOptions& o);
+
+}  // namespace unime::train
