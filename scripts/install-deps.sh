@@ -10,6 +10,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libstb-dev   # header-only
   libonig-dev libutf8proc-dev                       # tokenizer: Oniguruma regexes, Unicode normalisation
   libfaiss-dev                                      # search index
+  libplplot-dev plplot-driver-cairo                 # charts: PLplot; its cairo driver writes PNG
   libgtest-dev libgmock-dev libbenchmark-dev        # tests, benches
   clang libclang-rt-14-dev                          # libFuzzer targets
   python3-torch python3-numpy python3-pil           # independent reference computations in tests

@@ -1,0 +1,2 @@
+# src/report: charts and picture grids (PLplot).
+unime_test(test-plot.cpp LABEL unit)
