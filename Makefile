@@ -23,7 +23,7 @@ test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
 
 demo: build
-	bash scripts/demo.sh
+	$(BUILD)/bin/unime demo --output demo-out
 
 bench: build
 	cmake --build $(BUILD) -j $(JOBS) --target benches

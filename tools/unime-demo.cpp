@@ -14,6 +14,8 @@ void register_demo(CLI::App& app) {
   cmd->add_flag("--quick", o->quick, "small sizes (a few minutes; what the test suite runs)");
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_flag("--force", o->force, "recompute every step (default: reuse finished steps)");
+  cmd->add_option("--set", o->set, "override a size or hyper-parameter, key=value (repeatable); keys:\n" +
+                                       unime::demo::plan_keys());
   cmd->add_flag("!--no-check", o->check, "exit 0 even when a claim of the method does not hold");
   cmd->callback([o]() {
     const int failed = unime::demo::run_demo(*o);

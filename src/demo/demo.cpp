@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <variant>
 
 #include "core/error.h"
 #include "data/world.h"
@@ -17,6 +18,7 @@
 #include "eval/benchmarks.h"
 #include "eval/emb-cache.h"
 #include "io/fs.h"
+#include "io/jsonl.h"
 #include "io/npy.h"
 #include "text/bpe-train.h"
 #include "train/pretrain.h"
@@ -33,16 +35,33 @@ namespace {
 struct Plan {
   data::WorldConfig world;
   int64_t bpe_vocab = 1024;
-  int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 192;
+  int patch = 16;  // 64 px images -> 4 x 4 = 16 feature tokens per image
+  int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 128;
   int64_t pre_steps = 0, pre_batch = 16;
   std::string pre_dtype = "bf16";
   double pre_lr = 1e-3;
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
-  double s1_lr = 5e-4, s1_tau = 0.05;
+  double s1_lr = 5e-4, s1_tau = 0.2;
   int64_t s2_steps = 0, s2_batch = 64;
   double s2_lr = 5e-4;
+  bool ablation_nofilter = true;
 };
+
+using PlanRef = std::variant<int*, int64_t*, double*, bool*>;
+std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
+  return {{"pretrain_scenes", &p.world.pretrain_scenes}, {"max_objects", &p.world.max_objects},
+          {"nli_rows", &p.world.nli_rows}, {"train_per_source", &p.world.train_per_source},
+          {"eval_queries", &p.world.eval_queries}, {"candidates", &p.world.candidates},
+          {"retrieval_images", &p.world.retrieval_images}, {"sugarcrepe_items", &p.world.sugarcrepe_items},
+          {"bpe_vocab", &p.bpe_vocab}, {"patch", &p.patch}, {"vision_layers", &p.vision_layers},
+          {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
+          {"text_hidden", &p.text_hidden}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
+          {"pre_lr", &p.pre_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau},
+          {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr},
+          {"ablation_nofilter", &p.ablation_nofilter}};
+}
 
 Plan plan(const DemoOptions& o) {
   Plan p;
@@ -56,8 +75,10 @@ Plan plan(const DemoOptions& o) {
     p.world.retrieval_images = 40;
     p.world.sugarcrepe_items = 40;
     p.pre_steps = 300;
-    p.s1_steps = 60;
-    p.s2_steps = 80;
+    p.s1_steps = 40;
+    p.s2_steps = 50;
+    p.s2_batch = 32;
+    p.ablation_nofilter = false;
   } else {
     p.world.pretrain_scenes = 1500;
     p.world.nli_rows = 3000;
@@ -71,8 +92,47 @@ Plan plan(const DemoOptions& o) {
     p.s2_steps = 300;
   }
   p.world.threads = o.threads;
+  for (const auto& kv : o.set) {
+    const auto eq = kv.find('=');
+    UNIME_CHECK(eq != std::string::npos, "--set '", kv, "': expected key=value");
+    const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
+    bool found = false;
+    for (auto& [name, ref] : plan_fields(p))
+      if (name == key) {
+        try {
+          size_t used = 0;
+          const double v = std::stod(val, &used);
+          UNIME_CHECK(used == val.size(), "");
+          std::visit([&](auto* f) { *f = static_cast<std::remove_pointer_t<decltype(f)>>(v); }, ref);
+        } catch (const std::exception&) {
+          throw Error(str("--set ", key, ": '", val, "' is not a number"));
+        }
+        found = true;
+      }
+    UNIME_CHECK(found, "--set: unknown key '", key, "'; keys: see `unime demo --help-plan`");
+  }
   return p;
 }
+
+}  // namespace
+
+std::string plan_keys() {
+  DemoOptions q;
+  q.quick = true;
+  Plan pq = plan(q), pf = plan(DemoOptions{});
+  std::ostringstream s;
+  auto fq = plan_fields(pq), ff = plan_fields(pf);
+  for (size_t i = 0; i < fq.size(); ++i) {
+    s << "  " << fq[i].first << " (quick ";
+    std::visit([&](auto* f) { s << *f; }, fq[i].second);
+    s << ", full ";
+    std::visit([&](auto* f) { s << *f; }, ff[i].second);
+    s << ")\n";
+  }
+  return s.str();
+}
+
+namespace {
 
 nlohmann::json model_config(const Plan& p, int64_t vocab, int64_t image_token) {
   using nj = nlohmann::json;
@@ -96,7 +156,7 @@ nlohmann::json model_config(const Plan& p, int64_t vocab, int64_t image_token) {
             {"num_hidden_layers", p.vision_layers},
             {"num_attention_heads", p.vision_hidden / 32},
             {"image_size", p.world.image_size},
-            {"patch_size", 8},
+            {"patch_size", p.patch},
             {"hidden_act", "quick_gelu"}};
   return nj{{"architectures", {"LlavaForConditionalGeneration"}},
             {"model_type", "llava"},
@@ -159,7 +219,7 @@ struct Variant {
 json evaluate(const Variant& v, const std::string& base, const fs::path& world,
               const NliSentences& nli, int threads) {
   EmbedderOptions eo;
-  eo.dtype = "f32";
+  eo.dtype = "auto";
   eo.threads = threads;
   eo.batch_size = 64;
   eo.lora = v.lora;
@@ -170,7 +230,7 @@ json evaluate(const Variant& v, const std::string& base, const fs::path& world,
   r["label"] = v.label;
   r["lora"] = v.lora;
 
-  auto mm = eval::read_mmeb((world / "mmeb-eval").string(), "");
+  auto mm = eval::read_mmeb((world / "mmeb-eval").string(), world.string());
   auto e = run(mm.table);
   auto res = eval::score_mmeb(mm, e, D);
   r["mmeb"] = scores_json(res.datasets);
@@ -205,7 +265,7 @@ json evaluate(const Variant& v, const std::string& base, const fs::path& world,
   }
   r["examples"] = ex;
 
-  auto sc = eval::read_sugarcrepe((world / "sugarcrepe").string(), "");
+  auto sc = eval::read_sugarcrepe((world / "sugarcrepe").string(), world.string());
   e = run(sc.table);
   r["sugarcrepe"] = scores_json(eval::score_sugarcrepe(sc, e, D));
 
@@ -271,7 +331,8 @@ int run_demo(const DemoOptions& o) {
     po.threads = o.threads;
     auto r = train::run_pretrain(po);
     pre = {{"parameters", r.parameters}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
-           {"seconds", r.seconds}, {"tokens", r.tokens}};
+           {"seconds", r.seconds}, {"tokens", r.tokens},
+           {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));
@@ -310,6 +371,8 @@ int run_demo(const DemoOptions& o) {
     to.output = dir.string();
     to.seed = o.seed;
     to.threads = o.threads;
+    to.dtype = "bf16";
+    to.quiet = false;
     train::run_training(to);
   };
   t = std::chrono::steady_clock::now();
@@ -334,10 +397,23 @@ int run_demo(const DemoOptions& o) {
   t = std::chrono::steady_clock::now();
   say("6/7 stage 2: hard-negative instruction tuning on top of stage 1, and two ablations");
   const std::string train_path = (world / "mmeb-train.jsonl").string();
-  auto stage2 = [&](std::optional<double> margin, int64_t k) {
+  // the VLM2Vec-style baseline trains on the same pairs without their hard negatives
+  const std::string pairs_path = (out / "mmeb-train-pairs.jsonl").string();
+  if (o.force || !fs::exists(pairs_path)) {
+    std::string rows;
+    io::read_jsonl(train_path, [&](int64_t, const nlohmann::json& row) {
+      nlohmann::json r = row;
+      r.erase("neg_text");
+      r.erase("neg_image_path");
+      rows += r.dump() + "\n";
+    });
+    io::write_file_atomic(pairs_path, rows);
+  }
+  auto stage2 = [&](std::optional<double> margin, int64_t k, const std::string& data) {
     train::TrainOptions to;
     to.stage = "instruct";
-    to.data = train_path;
+    to.data = data;
+    to.image_root = world.string();
     to.lora_in = {(out / "stage1").string()};
     to.steps = p.s2_steps;
     to.batch_size = p.s2_batch;
@@ -347,9 +423,9 @@ int run_demo(const DemoOptions& o) {
     to.fn_margin = margin;
     return to;
   };
-  train_if_needed("stage2", stage2(0.1, 8));
-  train_if_needed("ablation-infonce", stage2(std::nullopt, 0));
-  train_if_needed("ablation-nofilter", stage2(std::nullopt, 8));
+  train_if_needed("stage2", stage2(0.1, 8, train_path));
+  train_if_needed("ablation-infonce", stage2(std::nullopt, 0, pairs_path));
+  if (p.ablation_nofilter) train_if_needed("ablation-nofilter", stage2(std::nullopt, 8, train_path));
   timings["stage2"] = seconds_since(t);
 
   // 7. evaluation
@@ -360,8 +436,9 @@ int run_demo(const DemoOptions& o) {
       {"stage0", "stage 0 (zero-shot, prompts)", {}},
       {"stage1", "+ stage 1 (distillation)", {s1}},
       {"stage2", "+ stage 2 (UniME: hard negatives)", {s1, (out / "stage2").string()}},
-      {"ablation-infonce", "stage 2 with in-batch InfoNCE", {s1, (out / "ablation-infonce").string()}},
+      {"ablation-infonce", "stage 2 with in-batch InfoNCE (no hard negatives)", {s1, (out / "ablation-infonce").string()}},
       {"ablation-nofilter", "stage 2 without the false-negative filter", {s1, (out / "ablation-nofilter").string()}}};
+  if (!p.ablation_nofilter) variants.pop_back();
   json results = json::object();
   for (auto& v : variants) results[v.key] = evaluate(v, base.string(), world, nli, o.threads);
   timings["eval"] = seconds_since(t);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace unime::demo {
 
@@ -20,7 +21,12 @@ struct DemoOptions {
   int threads = 0;      ///< 0 = all cores
   bool force = false;   ///< recompute every step
   bool check = true;    ///< exit non-zero when a claim of the method does not hold
+  /// Overrides of the plan's sizes and hyper-parameters, "key=value" (see plan_keys()).
+  std::vector<std::string> set;
 };
+
+/// The names `set` accepts, with their values for (quick, full), one per line.
+std::string plan_keys();
 
 /// Runs the demo; returns the number of claims that failed (0 = all hold).
 int run_demo(const DemoOptions& o);

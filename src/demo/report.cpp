@@ -7,6 +7,9 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "io/image.h"
+#include "io/jsonl.h"
+#include "report/plot.h"
 
 namespace unime::demo {
 
@@ -129,20 +132,117 @@ std::string header_text(const json& r) {
   return s.str();
 }
 
+// metrics.jsonl -> (step, loss)
+plot::Series loss_series(const fs::path& metrics, const std::string& label) {
+  plot::Series s{label, {}, {}};
+  if (!fs::exists(metrics)) return s;
+  io::read_jsonl(metrics.string(), [&](int64_t, const nlohmann::json& row) {
+    if (row.contains("step") && row.contains("loss") && row["loss"].is_number()) {
+      s.x.push_back(row["step"].get<double>());
+      s.y.push_back(row["loss"].get<double>());
+    }
+  });
+  return s;
+}
+
+struct Picture {
+  std::string file, caption;
+};
+
+std::vector<Picture> draw_pictures(const fs::path& dir, const json& r) {
+  std::vector<Picture> pics;
+  fs::create_directories(dir / "plots");
+  auto label = [&](const char* v) { return r["results"][v].value("label", std::string(v)); };
+  // training curves
+  {
+    plot::LineChart c{"stage 0: next-token loss (captions + VQA)", "step", "cross-entropy",
+                      {loss_series(dir / "base" / "metrics.jsonl", "stage 0")}, true};
+    plot::write_line_chart(c, (dir / "plots" / "loss-stage0.png").string());
+    pics.push_back({"plots/loss-stage0.png", "Stage 0 pretraining loss"});
+    plot::LineChart c1{"stage 1: distillation loss (KL teacher || student)", "step", "KL",
+                       {loss_series(dir / "stage1" / "metrics.jsonl", "stage 1")}, false};
+    plot::write_line_chart(c1, (dir / "plots" / "loss-stage1.png").string());
+    pics.push_back({"plots/loss-stage1.png", "Stage 1 distillation loss"});
+    plot::LineChart c2{"stage 2: contrastive loss", "step", "cross-entropy",
+                       {loss_series(dir / "stage2" / "metrics.jsonl", "UniME (hard negatives, filter)"),
+                        loss_series(dir / "ablation-infonce" / "metrics.jsonl", "in-batch InfoNCE"),
+                        loss_series(dir / "ablation-nofilter" / "metrics.jsonl", "no false-negative filter")},
+                       false};
+    plot::write_line_chart(c2, (dir / "plots" / "loss-stage2.png").string());
+    pics.push_back({"plots/loss-stage2.png", "Stage 2 loss (the three losses are not on one scale: "
+                                             "k = 8 hard negatives vs all in-batch candidates)"});
+  }
+  // meta-task bars
+  {
+    plot::BarChart b{"MMEB-style P@1 by meta-task", "P@1 (%)", {}, {}};
+    std::vector<const char*> vs;
+    for (const char* v : kVariants)
+      if (r["results"].contains(v)) vs.push_back(v), b.series_labels.push_back(label(v));
+    for (const char* k : {"classification", "vqa", "retrieval", "grounding", "IND", "OOD", "overall"}) {
+      plot::BarGroup g{k, {}};
+      for (const char* v : vs) g.values.push_back(100.0 * r["results"][v]["mmeb_means"].value(k, 0.0));
+      b.groups.push_back(g);
+    }
+    plot::write_bar_chart(b, (dir / "plots" / "mmeb.png").string());
+    pics.push_back({"plots/mmeb.png", "MMEB-style Precision@1 per meta-task, IND and OOD"});
+  }
+  // similarity histograms before and after each stage
+  for (const char* v : {"stage0", "stage1", "stage2"}) {
+    if (!r["results"].contains(v)) continue;
+    const json& x = r["results"][v];
+    plot::HistChart h{str("query-candidate cosine: ", label(v)), "cosine similarity",
+                      {{"gold candidate", x["sim_pos"].get<std::vector<double>>()},
+                       {"other candidates", x["sim_neg"].get<std::vector<double>>()}},
+                      40, -1.0, 1.0};
+    const std::string f = str("plots/similarity-", v, ".png");
+    plot::write_histogram(h, (dir / f).string());
+    pics.push_back({f, str("Similarity of MMEB-style queries to their gold vs other candidates, ", label(v))});
+  }
+  // retrieval examples: the caption, then the top 3 images (green = the caption's image)
+  {
+    plot::Panel p{"text -> image retrieval: top 3 (green frame = the caption's image)", {}, 112};
+    for (const char* v : {"stage0", "stage2"}) {
+      if (!r["results"].contains(v)) continue;
+      for (auto& ex : r["results"][v]["examples"]) {
+        std::vector<plot::Cell> row;
+        row.push_back({{}, 0, 0, str(label(v), ":\n", ex["query"].get<std::string>()), ""});
+        for (auto& hit : ex["hits"]) {
+          auto img = io::load_image(hit["image"].get<std::string>());
+          char sc[32];
+          std::snprintf(sc, sizeof sc, "%.3f", hit["score"].get<double>());
+          row.push_back({img.rgb, img.width, img.height, sc, hit["correct"].get<bool>() ? "green" : "red"});
+        }
+        p.rows.push_back(row);
+      }
+    }
+    plot::write_panel(p, (dir / "plots" / "retrieval-examples.png").string());
+    pics.push_back({"plots/retrieval-examples.png", "Text-to-image retrieval examples, stage 0 vs stage 2"});
+  }
+  return pics;
+}
+
 }  // namespace
 
 std::string report_markdown(const json& r) {
   std::ostringstream s;
+  std::vector<Picture> pics;
+  for (auto& p : r.value("pictures", json::array()))
+    pics.push_back({p.value("file", std::string()), p.value("caption", std::string())});
   s << "# UniME demo report\n\n" << header_text(r) << "\n\n";
   s << "## Results (%; MMEB-style P@1 per meta-task, retrieval recall, SugarCrepe-style accuracy)\n\n"
     << markdown(main_table(r)) << "\n## Claims\n\n" << claims_text(r, false)
     << "\n## Per dataset (P@1 %)\n\n" << markdown(dataset_table(r));
+  if (!pics.empty()) s << "\n## Pictures\n\n";
+  for (auto& p : pics) s << "![" << p.caption << "](" << p.file << ")\n\n" << p.caption << "\n\n";
   s << "\n## Timings (s)\n\n";
   for (auto& [k, v] : r["timings"].items()) s << "- " << k << ": " << static_cast<int64_t>(v.get<double>()) << "\n";
   return s.str();
 }
 
-void write_report(const std::string& dir, const json& r) {
+void write_report(const std::string& dir, const json& report) {
+  json r = report;
+  r["pictures"] = json::array();
+  for (auto& p : draw_pictures(dir, r)) r["pictures"].push_back({{"file", p.file}, {"caption", p.caption}});
   io::write_file_atomic((fs::path(dir) / "report.json").string(), r.dump(1) + "\n");
   io::write_file_atomic((fs::path(dir) / "report.md").string(), report_markdown(r));
   std::ostringstream h;
@@ -152,7 +252,13 @@ void write_report(const std::string& dir, const json& r) {
        ".bad{color:#a00;font-weight:bold}</style></head><body>\n<h1>UniME demo report</h1>\n<p>"
     << html_escape(header_text(r)) << "</p>\n<h2>Results (%)</h2>\n" << html(main_table(r))
     << "<h2>Claims</h2>\n" << claims_text(r, true) << "<h2>Per dataset (P@1 %)</h2>\n"
-    << html(dataset_table(r)) << "</body></html>\n";
+    << html(dataset_table(r));
+  if (!r["pictures"].empty()) h << "<h2>Pictures</h2>\n";
+  for (auto& p : r["pictures"])
+    h << "<figure><img src=\"" << html_escape(p["file"].get<std::string>()) << "\" alt=\""
+      << html_escape(p["caption"].get<std::string>()) << "\"><figcaption>"
+      << html_escape(p["caption"].get<std::string>()) << "</figcaption></figure>\n";
+  h << "</body></html>\n";
   io::write_file_atomic((fs::path(dir) / "report.html").string(), h.str());
 }
 

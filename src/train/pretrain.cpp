@@ -181,19 +181,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const bool bf16 = o.dtype == "bf16";
   UNIME_CHECK(bf16 || o.dtype == "f32", "pretrain: --dtype must be f32 or bf16");
 
-  for (int64_t step = 1; step <= o.steps; ++step) {
-    const double lr = schedule_lr(o.schedule, o.lr, step, o.steps, o.warmup_steps);
-    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    // the batch: rows packed back to back, attention within each row
+  // The loss of a batch of examples, packed back to back with attention within each; image_of
+  // picks each example's image (the examples' own, or another one for the diagnostic below).
+  auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of) {
     std::vector<int64_t> ids, lens, targets, target_pos;
     std::vector<torch::Tensor> px;
-    for (int64_t b = 0; b < o.batch_size; ++b) {
-      if (cursor == order.size()) {
-        std::shuffle(order.begin(), order.end(), rng);
-        cursor = 0;
-      }
-      Example& ex = examples[order[cursor++]];
-      std::shuffle(ex.segs.begin(), ex.segs.end(), rng);
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const Example& ex = examples[batch[b]];
       const int64_t off = static_cast<int64_t>(ids.size());
       ids.insert(ids.end(), head.begin(), head.end());
       auto add_target = [&](int64_t id) {
@@ -207,27 +201,40 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       }
       add_target(*eos);
       lens.push_back(static_cast<int64_t>(ids.size()) - off);
-      px.push_back(pixels[ex.image]);
+      px.push_back(pixels[examples[image_of[b]].image]);
     }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
     auto real = torch::ones_like(ids_t, torch::kBool);
-    torch::Tensor loss;
-    {
-      if (bf16) {
-        at::autocast::set_cpu_enabled(true);
-        at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
-      }
-      auto emb = model->input_embeddings({ids_t, real, torch::stack(px)});           // [1, N, D]
-      auto h = model->decoder_->forward_packed(emb, lens)[0];                         // [N, D]
-      auto pos = torch::tensor(target_pos, torch::kInt64);
-      auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
-      loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32),
-                                                  torch::tensor(targets, torch::kInt64));
-      if (bf16) {
-        at::autocast::set_cpu_enabled(false);
-        at::autocast::clear_cache();
-      }
+    if (bf16) {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
     }
+    auto emb = model->input_embeddings({ids_t, real, torch::stack(px)});             // [1, N, D]
+    auto h = model->decoder_->forward_packed(emb, lens)[0];                           // [N, D]
+    auto pos = torch::tensor(target_pos, torch::kInt64);
+    auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
+    auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32),
+                                                     torch::tensor(targets, torch::kInt64));
+    if (bf16) {
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+    }
+    return std::make_pair(loss, static_cast<int64_t>(targets.size()));
+  };
+
+  for (int64_t step = 1; step <= o.steps; ++step) {
+    const double lr = schedule_lr(o.schedule, o.lr, step, o.steps, o.warmup_steps);
+    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    std::vector<int64_t> batch;
+    for (int64_t b = 0; b < o.batch_size; ++b) {
+      if (cursor == order.size()) {
+        std::shuffle(order.begin(), order.end(), rng);
+        cursor = 0;
+      }
+      batch.push_back(order[cursor++]);
+      std::shuffle(examples[batch.back()].segs.begin(), examples[batch.back()].segs.end(), rng);
+    }
+    auto [loss, n_targets] = batch_loss(batch, batch);
     optim.zero_grad();
     loss.backward();
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
@@ -236,8 +243,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     UNIME_CHECK(std::isfinite(l), "pretrain: the loss is ", l, " at step ", step,
                 "; lower the learning rate (", o.lr, ")");
     losses.push_back(l);
-    res.tokens += static_cast<int64_t>(targets.size());
-    metrics << json{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", targets.size()}}.dump() << "\n";
+    res.tokens += n_targets;
+    metrics << json{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", n_targets}}.dump() << "\n";
     if (!o.quiet) bar.update(step, str("loss ", static_cast<int64_t>(l * 1000) / 1000.0));
   }
   if (!o.quiet) bar.finish();
@@ -246,6 +253,18 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const int64_t k = std::min<int64_t>(10, static_cast<int64_t>(losses.size()));
   res.first_loss = mean(losses.begin(), losses.begin() + k);
   res.last_loss = mean(losses.end() - k, losses.end());
+  // Does the model look at the image? The loss on up to 64 examples with their own image and
+  // with another example's image (the next one in the list): a model that ignores pixels scores
+  // the same on both.
+  {
+    torch::NoGradGuard ng;
+    for (auto& [p, m] : model->modules()) m->eval();
+    std::vector<int64_t> batch, shifted;
+    const int64_t n = std::min<int64_t>(64, static_cast<int64_t>(examples.size()));
+    for (int64_t i = 0; i < n; ++i) batch.push_back(i), shifted.push_back((i + 1) % n);
+    res.loss_own_image = batch_loss(batch, batch).first.item<double>();
+    res.loss_other_image = batch_loss(batch, shifted).first.item<double>();
+  }
   save_checkpoint(*model, o, tmp);
   fs::remove_all(out);
   fs::rename(tmp, out);

@@ -36,6 +36,7 @@ struct PretrainOptions {
 struct PretrainResult {
   double first_loss = 0, last_loss = 0;  ///< mean over the first / last 10 steps
   double seconds = 0;
+  double loss_own_image = 0, loss_other_image = 0;  ///< 64 examples, own vs another's image
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
 

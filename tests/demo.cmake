@@ -1,0 +1,2 @@
+# `unime demo --quick`: the whole pipeline, its claims, its artefacts (src/demo/).
+unime_test(test-demo.cpp LABEL model TIMEOUT 900)
