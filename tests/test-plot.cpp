@@ -283,3 +283,4 @@ TEST(Plot, MissingDriverIsAClearError) {
   EXPECT_NE(r.output.find("plplot-driver-cairo"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(t / "x.png"));
 }
+

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "io/image.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "test-util.h"
@@ -68,6 +69,12 @@ TEST_F(TrainCli, ResumeEqualsUninterrupted) {
   // per-step hard-negative statistics are logged
   EXPECT_TRUE(ma[0].contains("fn_removed_per_row"));
   EXPECT_TRUE(ma[0].contains("mean_neg_sim"));
+  // training plots (stage 2: loss, similarity, filter) are written and decode
+  for (const char* f : {"loss.png", "similarity.png", "filter.png"}) {
+    const auto img = io::load_image(a + "/plots/" + f);
+    EXPECT_EQ(img.width, 900) << f;
+    EXPECT_GT(img.height, 100) << f;
+  }
 }
 
 TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
@@ -87,6 +94,8 @@ TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
                          " --output " + s1 + " --steps 3 --batch-size 8 --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(fs::exists(s1 + "/adapter_model.safetensors"));
+  for (const char* f : {"loss.png", "similarity.png"}) EXPECT_EQ(io::load_image(s1 + "/plots/" + f).width, 900) << f;
+  EXPECT_FALSE(fs::exists(s1 + "/plots/filter.png"));  // stage 1 has no filter
   // stage 2 on top of stage 1, long enough for the loss to fall
   r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() + " --lora " + s1 +
                     " --steps 24 --output " + s2);

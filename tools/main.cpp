@@ -11,7 +11,7 @@
 static bool needs_blas(int argc, char** argv) {
   if (argc < 2) return false;
   const std::string cmd = argv[1];
-  for (const char* light : {"tokenize", "world", "preprocess", "inspect", "--help", "-h", "--version"})
+  for (const char* light : {"tokenize", "world", "preprocess", "inspect", "plot", "--help", "-h", "--version"})
     if (cmd == light) return false;
   return true;
 }

@@ -15,6 +15,8 @@
 #include "io/fs.h"
 #include "io/jsonl.h"
 #include "io/npy.h"
+#include "report/plot.h"
+#include "report/train-plots.h"
 #include "train/distributed.h"
 #include "train/grad-cache.h"
 #include "train/loss-contrastive.h"
@@ -239,6 +241,17 @@ void run_training(const TrainOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   int64_t samples = 0;
 
+  // OUT/plots/{loss,similarity,filter}.png from metrics.jsonl at every checkpoint and at the end;
+  // a plot that cannot be written warns and never costs the run (the backend is checked up front)
+  if (lead) plot::check_backend((out / "plots" / "loss.png").string());
+  auto draw_plots = [&] {
+    try {
+      metrics.flush();
+      plot::write_training_plots((out / "metrics.jsonl").string(), (out / "plots").string());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "warning: training plots not written: %s\n", e.what());
+    }
+  };
   auto save = [&](const fs::path& dir, int64_t step) {
     // a checkpoint appears whole or not at all: written to step-N.tmp, then renamed
     const fs::path tmp = dir.string() + ".tmp";
@@ -251,6 +264,7 @@ void run_training(const TrainOptions& o) {
     io::write_file_atomic((tmp / "trainer_state.json").string(), st.dump(2) + "\n");
     fs::remove_all(dir);
     fs::rename(tmp, dir);
+    draw_plots();
   };
 
   for (int64_t step = start + 1; step <= total; ++step) {
