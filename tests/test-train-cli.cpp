@@ -166,3 +166,33 @@ TEST_F(TrainCli, ClearErrors) {
 }
 
 }  // namespace
+
+TEST_F(TrainCli, LoraVisionAdaptsTheTower) {
+  const std::string out = *dir_ / "vision";
+  auto r = test::run_cmd(test::unime_bin() + " train instruct" + base_args(10) +
+                         " --steps 2 --lora-vision --output " + out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto st = io::SafetensorsFile::open(out + "/adapter_model.safetensors");
+  int vision = 0, projector = 0, decoder = 0;
+  for (const auto& [k, t] : st->tensors()) {
+    vision += k.find("vision_tower") != std::string::npos;
+    projector += k.find("multi_modal_projector") != std::string::npos;
+    decoder += k.find("layers.0.self_attn.q_proj") != std::string::npos && k.find("vision") == std::string::npos;
+  }
+  EXPECT_GT(vision, 0);
+  EXPECT_EQ(projector, 4);  // linear_1 and linear_2, A and B
+  EXPECT_GT(decoder, 0);
+  // the adapter loads back and changes an image's embedding
+  const std::string img = *dir_ / "world/images/retrieval/00000.png";
+  test::write_text(*dir_ / "img.jsonl", "{\"image\": \"" + img + "\"}\n");
+  r = test::run_cmd(test::unime_bin() + " embed --dtype f32 --model " + (*dir_ / "model") + " --input " +
+                    (*dir_ / "img.jsonl") + " --output " + (*dir_ / "v0.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = test::run_cmd(test::unime_bin() + " embed --dtype f32 --model " + (*dir_ / "model") + " --lora " + out +
+                    " --input " + (*dir_ / "img.jsonl") + " --output " + (*dir_ / "v1.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto a = io::read_npy_f32(*dir_ / "v0.npy"), b = io::read_npy_f32(*dir_ / "v1.npy");
+  double diff = 0;
+  for (size_t k = 0; k < a.data.size(); ++k) diff = std::max(diff, double(std::abs(a.data[k] - b.data[k])));
+  EXPECT_GT(diff, 1e-6);
+}

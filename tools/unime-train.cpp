@@ -40,6 +40,8 @@ void add_loop_options(CLI::App* cmd, unime::train::TrainOptions& o) {
   cmd->add_option("--lora-dropout", o.lora.dropout, "LoRA dropout")->capture_default_str();
   cmd->add_option("--lora-targets", o.lora.target_modules, "decoder modules to adapt (PEFT names)");
   cmd->add_flag("--qlora", o.lora.qlora, "store the base linear weights as NF4 (QLoRA)");
+  cmd->add_flag("--lora-vision", o.lora.include_vision,
+                "also adapt the vision tower and projector (q/k/v/out_proj, fc1/fc2, linear_1/2)");
   cmd->add_option("--save-every", o.save_every, "checkpoint every N steps (0 = at the end)")->capture_default_str();
   cmd->add_flag("--resume", o.resume, "continue from the latest checkpoint in OUT/checkpoints");
   cmd->add_option("--seed", o.seed, "random seed")->capture_default_str();

@@ -46,6 +46,7 @@ struct Plan {
   int64_t s2_steps = 0, s2_batch = 64;
   double s2_lr = 5e-4;
   bool ablation_nofilter = true;
+  bool s2_lora_vision = true;  // the from-scratch ViT is adapted too (LoRA), see README
 };
 
 using PlanRef = std::variant<int*, int64_t*, double*, bool*>;
@@ -59,7 +60,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"text_hidden", &p.text_hidden}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
           {"pre_lr", &p.pre_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau},
-          {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr},
+          {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
 }
 
@@ -421,6 +422,7 @@ int run_demo(const DemoOptions& o) {
     to.warmup_steps = p.s2_steps / 10;
     to.hard_negatives = k;
     to.fn_margin = margin;
+    to.lora.include_vision = p.s2_lora_vision;
     return to;
   };
   train_if_needed("stage2", stage2(0.1, 8, train_path));

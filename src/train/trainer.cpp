@@ -157,6 +157,7 @@ void run_training(const TrainOptions& o) {
   lcfg.dropout = o.lora.dropout;
   lcfg.target_modules = o.lora.target_modules;
   lcfg.qlora = o.lora.qlora;
+  lcfg.include_vision = o.lora.include_vision;
   lcfg.validate();
   set_threads(o.threads);
   auto dist = Distributed::from_env();

@@ -43,6 +43,7 @@ struct TrainOptions {
     std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                "gate_proj", "up_proj", "down_proj"};
     bool qlora = false;
+    bool include_vision = false;     ///< also adapt the vision tower and projector
   } lora;
   int64_t save_every = 0;            ///< checkpoint every N steps (0 = only at the end)
   bool resume = false;
