@@ -84,13 +84,14 @@ Plan plan(const DemoOptions& o) {
     p.world.pretrain_scenes = 1500;
     p.world.nli_rows = 3000;
     p.world.train_per_source = 200;
-    p.world.eval_queries = 60;
+    p.world.eval_queries = 40;
     p.world.candidates = 16;
     p.world.retrieval_images = 100;
     p.world.sugarcrepe_items = 100;
-    p.pre_steps = 1200;
-    p.s1_steps = 150;
-    p.s2_steps = 300;
+    p.pre_steps = 1000;
+    p.s1_steps = 100;
+    p.s2_steps = 150;
+    p.s2_batch = 32;
   }
   p.world.threads = o.threads;
   for (const auto& kv : o.set) {
