@@ -2,3 +2,5 @@
 unime_test(test-model-parity.cpp LABEL model TORCH)
 # End to end: unime embed vs HF tokenizers (node) + Pillow processor + plain-torch reference.
 unime_test(test-embed-e2e.cpp LABEL model)
+# LLaVA-NeXT: AnyRes forward (both key layouts), batch == single, processor pixels + token counts.
+unime_test(test-llava-next.cpp LABEL model TORCH)

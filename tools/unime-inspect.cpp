@@ -35,14 +35,22 @@ void register_inspect(CLI::App& app) {
                   (long long)v.num_attention_heads, (long long)v.image_size, (long long)v.patch_size,
                   (long long)v.num_patches());
     }
-    if (c.arch == io::Arch::Llava) {
+    if (c.is_llava_family()) {
       std::string layers;
       for (auto l : c.llava.vision_feature_layer) layers += (layers.empty() ? "" : ",") + std::to_string(l);
-      std::printf("llava: feature layer %s, strategy %s, %lld tokens per image, image token id %lld, "
+      std::printf("llava: feature layer %s, strategy %s, %lld tokens per image%s, image token id %lld, "
                   "projector act %s\n",
                   layers.c_str(), c.llava.vision_feature_select_strategy.c_str(),
-                  (long long)c.image_feature_tokens(), (long long)c.llava.image_token_id,
-                  c.llava.projector_hidden_act.c_str());
+                  (long long)c.image_feature_tokens(),
+                  c.arch == io::Arch::LlavaNext ? " (base image; AnyRes tiles add more)" : "",
+                  (long long)c.llava.image_token_id, c.llava.projector_hidden_act.c_str());
+    }
+    if (c.arch == io::Arch::LlavaNext) {
+      std::string pins;
+      for (const auto& [h, w] : c.llava.image_grid_pinpoints)
+        pins += str(pins.empty() ? "" : ", ", h, "x", w);
+      std::printf("anyres: image_grid_pinpoints (h x w) %s; image_newline after each tile row\n",
+                  pins.c_str());
     }
     // parameters per part, by checkpoint key
     std::map<std::string, int64_t> parts;
@@ -54,6 +62,7 @@ void register_inspect(CLI::App& app) {
       for (auto d : t.shape) n *= d;
       std::string part = "other";
       if (name.find("vision") != std::string::npos) part = "vision";
+      else if (name.find("multi_modal_projector") != std::string::npos || name.find("image_newline") != std::string::npos) part = "projector";
       else if (name.find("multi_modal_projector") != std::string::npos || name.find("visual_projection") != std::string::npos) part = "projector";
       else if (name.find("lm_head") != std::string::npos) part = "lm_head";
       else if (name.find("embed_tokens") != std::string::npos) part = "embed_tokens";

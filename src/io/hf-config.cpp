@@ -19,12 +19,13 @@ const char* arch_name(Arch a) {
     case Arch::ClipVision: return "CLIPVisionModel";
     case Arch::Clip: return "CLIPModel";
     case Arch::Llava: return "LlavaForConditionalGeneration";
+    case Arch::LlavaNext: return "LlavaNextForConditionalGeneration";
   }
   return "?";
 }
 
-static const Arch kAllArchs[] = {Arch::Llama,      Arch::Mistral, Arch::Qwen2,
-                                 Arch::ClipVision, Arch::Clip,    Arch::Llava};
+static const Arch kAllArchs[] = {Arch::Llama, Arch::Mistral, Arch::Qwen2,    Arch::ClipVision,
+                                 Arch::Clip,  Arch::Llava,   Arch::LlavaNext};
 
 std::string supported_arch_names() {
   std::string s;
@@ -220,6 +221,34 @@ ClipVisionConfig parse_clip_vision(const json& j, const std::string& where, bool
   return c;
 }
 
+// LlavaNextConfig: image_grid_pinpoints (default below), and the AnyRes packing's constraints:
+// pack_image_features views each tile's features as a (S/p) x (S/p) grid, which only the
+// "default" strategy (CLS dropped) satisfies, and the processor cuts the best-fit canvas into
+// S x S tiles, so every pinpoint must be a multiple of the vision image_size S.
+void parse_llava_next(const json& j, ModelConfig& mc, const std::string& where) {
+  LlavaFields& L = mc.llava;
+  L.image_grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+  if (j.contains("image_grid_pinpoints") && !j.at("image_grid_pinpoints").is_null()) {
+    const json& g = j.at("image_grid_pinpoints");
+    UNIME_CHECK(g.is_array() && !g.empty(), where,
+                ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
+    L.image_grid_pinpoints.clear();
+    for (const json& p : g) {
+      UNIME_CHECK(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer(),
+                  where, ": image_grid_pinpoints entries must be [height, width] integer pairs, got ",
+                  p.dump());
+      L.image_grid_pinpoints.push_back({p[0].get<int64_t>(), p[1].get<int64_t>()});
+    }
+  }
+  const int64_t S = mc.vision->image_size;
+  for (const auto& [h, w] : L.image_grid_pinpoints)
+    UNIME_CHECK(h > 0 && w > 0 && h % S == 0 && w % S == 0, where, ": image_grid_pinpoints entry [",
+                h, ", ", w, "] must be positive multiples of the vision image_size ", S);
+  UNIME_CHECK(L.vision_feature_select_strategy == "default", where,
+              ": LLaVA-NeXT needs vision_feature_select_strategy 'default' (the AnyRes packing views "
+              "each tile as a patch grid without CLS), got '", L.vision_feature_select_strategy, "'");
+}
+
 }  // namespace
 
 int64_t ModelConfig::image_feature_tokens() const {
@@ -249,7 +278,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
     static const std::pair<const char*, const char*> kByType[] = {
         {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},
         {"qwen2", "Qwen2ForCausalLM"},     {"clip_vision_model", "CLIPVisionModel"},
-        {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"}};
+        {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"},
+        {"llava_next", "LlavaNextForConditionalGeneration"}};
     for (auto [t, a] : kByType)
       if (mc.model_type == t) mc.architecture = a;
     UNIME_CHECK(!mc.architecture.empty(), where, ": no 'architectures' and unknown model_type '",
@@ -288,7 +318,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
       mc.vision = vc;
       break;
     }
-    case Arch::Llava: {
+    case Arch::Llava:
+    case Arch::LlavaNext: {
       json t = j.contains("text_config") && j.at("text_config").is_object() ? j.at("text_config") : json::object();
       std::string ttype = "llama";
       if (t.contains("model_type") && t.at("model_type").is_string()) ttype = t.at("model_type").get<std::string>();
@@ -299,7 +330,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
         UNIME_CHECK(vt == "clip_vision_model", where, ": vision_config model_type '", vt,
                     "' is not supported (clip_vision_model)");
       }
-      mc.vision = parse_clip_vision(v, where + ": vision_config", true);
+      // LlavaConfig: vision_config=None -> CLIP ViT-L/14-336; a given dict -> CLIPVisionConfig(**d)
+      mc.vision = parse_clip_vision(v, where + ": vision_config", !j.contains("vision_config") ||
+                                                                      !j.at("vision_config").is_object());
       LlavaFields& L = mc.llava;
       if (r.has("image_token_index")) r.get("image_token_index", L.image_token_id);
       if (r.has("image_token_id")) r.get("image_token_id", L.image_token_id);
@@ -337,6 +370,7 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
       UNIME_CHECK(L.image_token_id >= 0 && L.image_token_id < mc.text->vocab_size, where,
                   ": image token id ", L.image_token_id, " is outside the vocabulary (vocab_size ",
                   mc.text->vocab_size, ")");
+      if (mc.arch == Arch::LlavaNext) parse_llava_next(j, mc, where);
       break;
     }
   }

@@ -1,9 +1,10 @@
 // Hugging Face config.json -> validated config structs, with HF's class defaults applied.
 // Mirrors transformers' LlamaConfig / MistralConfig / Qwen2Config / CLIPVisionConfig /
-// CLIPConfig / LlavaConfig. Field names are the config.json keys (STYLE.md B3).
+// CLIPConfig / LlavaConfig / LlavaNextConfig. Field names are the config.json keys (STYLE.md B3).
 // All user-file parsing lives in io/ (STYLE.md B1): nothing past here re-validates.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,6 +71,7 @@ enum class Arch {
   ClipVision, ///< CLIPVisionModel
   Clip,       ///< CLIPModel (vision tower + visual_projection used)
   Llava,      ///< LlavaForConditionalGeneration
+  LlavaNext,  ///< LlavaNextForConditionalGeneration (LLaVA-1.6: AnyRes tiles + image_newline)
 };
 
 const char* arch_name(Arch a);
@@ -83,6 +85,9 @@ struct LlavaFields {
   bool multimodal_projector_bias = true;
   int64_t image_token_id = 32000;          // `image_token_index` (older) / `image_token_id`
   int64_t image_seq_length = 576;
+  /// LLaVA-NeXT: candidate (height, width) resolutions of the AnyRes grid, each a multiple of the
+  /// vision image_size (LlavaNextConfig default: 336x672, 672x336, 672x672, 1008x336, 336x1008).
+  std::vector<std::array<int64_t, 2>> image_grid_pinpoints;
 };
 
 /// A whole model's config.json.
@@ -93,9 +98,12 @@ struct ModelConfig {
   std::string torch_dtype;                 // as written ("float32", "bfloat16", ...) or ""
   std::optional<DecoderConfig> text;       // decoder (LLMs, LLaVA)
   std::optional<ClipVisionConfig> vision;  // CLIP tower (CLIP*, LLaVA)
-  LlavaFields llava;                       // LLaVA only
+  LlavaFields llava;                       // LLaVA, LLaVA-NeXT
 
-  /// Number of feature tokens one image contributes to the decoder (LLaVA).
+  /// LLaVA and LLaVA-NeXT (both use the `llava` fields, the projector and a CLIP tower).
+  bool is_llava_family() const { return arch == Arch::Llava || arch == Arch::LlavaNext; }
+  /// Number of feature tokens one image contributes to the decoder (LLaVA). LLaVA-NeXT: the base
+  /// image's share only; the full count depends on the image size (vision/llava-next-processor.h).
   int64_t image_feature_tokens() const;
 };
 

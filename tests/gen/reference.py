@@ -6,7 +6,10 @@ Mirrors transformers' modeling code line by line (HF is not installable here):
     modeling_rope_utils.py for rope_type default / linear / llama3, masking_utils.py for sliding windows)
   - CLIPVisionModel / CLIPModel                                (models/clip/modeling_clip.py)
   - LlavaForConditionalGeneration, both key layouts           (models/llava/modeling_llava.py)
-with the config-class defaults of configuration_{llama,mistral,qwen2,clip,llava}.py (see README.md).
+  - LlavaNextForConditionalGeneration, both key layouts       (models/llava_next/modeling_llava_next.py:
+    image_size_to_num_patches, get_anyres_image_grid_shape, unpad_image, pack_image_features)
+with the config-class defaults of configuration_{llama,mistral,qwen2,clip,llava,llava_next}.py
+(see README.md).
 
 Usage:
   reference.py --model DIR --inputs IN.json --output REF.safetensors [--dtype float32|bfloat16|float64]
@@ -74,6 +77,8 @@ LLAVA_DEFAULTS = dict(  # LlavaConfig
 LLAVA_VISION_WHEN_MISSING = dict(intermediate_size=4096, hidden_size=1024, patch_size=14,
                                  image_size=336, num_hidden_layers=24, num_attention_heads=16,
                                  projection_dim=768)
+LLAVA_NEXT_DEFAULTS = dict(LLAVA_DEFAULTS)  # LlavaNextConfig
+LLAVA_NEXT_DEFAULTS["image_grid_pinpoints"] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 TEXT_DEFAULTS = {"llama": LLAMA_DEFAULTS, "mistral": MISTRAL_DEFAULTS, "qwen2": QWEN2_DEFAULTS}
 
 
@@ -209,8 +214,8 @@ def resolve_config(raw, where="config.json"):
         c["vision_config"] = resolve_vision_config(vision, where + ": vision_config")
         c["kind"] = "clip"
         return c
-    if mt == "llava":
-        c = _with_defaults(raw, LLAVA_DEFAULTS, where)
+    if mt in ("llava", "llava_next"):
+        c = _with_defaults(raw, LLAVA_DEFAULTS if mt == "llava" else LLAVA_NEXT_DEFAULTS, where)
         # attribute_map {"image_token_id": "image_token_index"}: a saved image_token_id wins
         if "image_token_id" in raw:
             c["image_token_index"] = raw["image_token_id"]
@@ -237,10 +242,14 @@ def resolve_config(raw, where="config.json"):
             if not -(nl + 1) <= layer <= nl:
                 raise RefError(f"{where}: vision_feature_layer {layer} out of range for "
                                f"{nl + 1} hidden states")
-        c["kind"] = "llava"
+        c["kind"] = mt
+        if mt == "llava_next":
+            pins = c["image_grid_pinpoints"]
+            if not (isinstance(pins, list) and pins and all(isinstance(p, list) and len(p) == 2 for p in pins)):
+                raise RefError(f"{where}: image_grid_pinpoints must be a list of [height, width] pairs")
         return c
     raise RefError(f"{where}: model_type {mt!r} not supported; expected one of "
-                   f"llama, mistral, qwen2, clip_vision_model, clip, llava")
+                   f"llama, mistral, qwen2, clip_vision_model, clip, llava, llava_next")
 
 
 def load_config(model_dir):
@@ -344,6 +353,8 @@ def param_specs(c):
     s += [("multi_modal_projector.linear_2.weight", [D, D], "linear")]
     if c["multimodal_projector_bias"]:
         s += [("multi_modal_projector.linear_2.bias", [D], "bias")]
+    if c["kind"] == "llava_next":  # LlavaNextModel: nn.Parameter after the projector
+        s += [("image_newline", [D], "embed")]
     s += decoder_specs(tc, "language_model.model.", "language_model.lm_head.weight")
     return s
 
@@ -352,7 +363,8 @@ def param_specs(c):
 LLAVA_LEGACY_TO_NEW = (("language_model.model.", "model.language_model."),
                        ("language_model.lm_head.", "lm_head."),
                        ("vision_tower.", "model.vision_tower."),
-                       ("multi_modal_projector.", "model.multi_modal_projector."))
+                       ("multi_modal_projector.", "model.multi_modal_projector."),
+                       ("image_newline", "model.image_newline"))
 
 
 def llava_key_to_layout(key, layout):
@@ -397,7 +409,7 @@ def load_weights(model_dir, c, dtype):
     except (OSError, ValueError) as e:
         raise RefError(str(e)) from None
     layout = None
-    if c["kind"] == "llava":
+    if c["kind"] in ("llava", "llava_next"):
         weights, layout = llava_detect_and_canonicalize(weights, model_dir)
     specs = param_specs(c)
     want = {k: shape for k, shape, _ in specs}
@@ -694,6 +706,116 @@ def llava_image_features(c, W, pixel_values):
     return hidden_states, selected, h
 
 
+# ---- LLaVA-NeXT (modeling_llava_next.py, image_processing_utils.select_best_resolution) ----
+
+def select_best_resolution(original_size, possible_resolutions):
+    original_height, original_width = original_size
+    best_fit = None
+    max_effective_resolution = 0
+    min_wasted_resolution = float("inf")
+    for height, width in possible_resolutions:
+        scale = min(width / original_width, height / original_height)
+        downscaled_width, downscaled_height = int(original_width * scale), int(original_height * scale)
+        effective_resolution = min(downscaled_width * downscaled_height, original_width * original_height)
+        wasted_resolution = (width * height) - effective_resolution
+        if effective_resolution > max_effective_resolution or (
+                effective_resolution == max_effective_resolution and wasted_resolution < min_wasted_resolution):
+            max_effective_resolution = effective_resolution
+            min_wasted_resolution = wasted_resolution
+            best_fit = (height, width)
+    return best_fit
+
+
+def get_anyres_image_grid_shape(image_size, grid_pinpoints, patch_size):
+    height, width = select_best_resolution(image_size, grid_pinpoints)
+    return height // patch_size, width // patch_size
+
+
+def image_size_to_num_patches(image_size, grid_pinpoints, patch_size):
+    height, width = select_best_resolution(image_size, grid_pinpoints)
+    num_patches = 0
+    for i in range(0, height, patch_size):
+        for j in range(0, width, patch_size):
+            num_patches += 1
+    return num_patches + 1  # base patch
+
+
+def unpad_image(tensor, original_size):
+    """tensor [C, H, W] -> the centre window with the original aspect ratio."""
+    original_height, original_width = original_size
+    current_height, current_width = tensor.shape[1:]
+    original_aspect_ratio = original_width / original_height
+    current_aspect_ratio = current_width / current_height
+    if original_aspect_ratio > current_aspect_ratio:
+        scale_factor = current_width / original_width
+        new_height = int(round(original_height * scale_factor, 7))
+        padding = (current_height - new_height) // 2
+        return tensor[:, padding: current_height - padding, :]
+    scale_factor = current_height / original_height
+    new_width = int(round(original_width * scale_factor, 7))
+    padding = (current_width - new_width) // 2
+    return tensor[:, :, padding: current_width - padding]
+
+
+def llava_next_image_features(c, W, pixel_values, image_sizes):
+    """pixel_values [sum crops, C, S, S]; image_sizes [[h, w], ...] -> list of [F_i, D] per image
+    (get_image_features + pack_image_features with image_newline)."""
+    vc = c["vision_config"]
+    pins = c["image_grid_pinpoints"]
+    image_num_patches = [image_size_to_num_patches(s, pins, vc["image_size"]) for s in image_sizes]
+    if sum(image_num_patches) != pixel_values.shape[0]:
+        raise RefError(f"pixel_values holds {pixel_values.shape[0]} crops; image_sizes need "
+                       f"{image_num_patches}")
+    _, _, projected = llava_image_features(c, W, pixel_values)          # [crops, g*g, D]
+    image_features = torch.split(projected, image_num_patches, dim=0)
+    image_newline = W["image_newline"]
+    out = []
+    for image_idx, image_feature in enumerate(image_features):
+        if image_feature.shape[0] > 1:
+            base_image_feature = image_feature[0]
+            image_feature = image_feature[1:]
+            height = width = vc["image_size"] // vc["patch_size"]
+            num_patch_height, num_patch_width = get_anyres_image_grid_shape(
+                image_sizes[image_idx], pins, vc["image_size"])
+            image_feature = image_feature.view(num_patch_height, num_patch_width, height, width, -1)
+            image_feature = image_feature.permute(4, 0, 2, 1, 3).contiguous()
+            image_feature = image_feature.flatten(1, 2).flatten(2, 3)
+            image_feature = unpad_image(image_feature, image_sizes[image_idx])
+            image_feature = torch.cat(
+                (image_feature,
+                 image_newline[:, None, None].expand(*image_feature.shape[:-1], 1).to(image_feature.dtype)),
+                dim=-1)
+            image_feature = image_feature.flatten(1, 2).transpose(0, 1)
+            image_feature = torch.cat((base_image_feature, image_feature), dim=0)
+        else:
+            image_feature = image_feature[0]
+            image_feature = torch.cat((image_feature, image_newline[None].to(image_feature)), dim=0)
+        out.append(image_feature)
+    return out
+
+
+def llava_merge_list(c, ids, embeds, feats, where):
+    """As llava_merge with a feature count per image: feats list of [F_i, D]."""
+    tok = c["image_token_index"]
+    positions = [j for j, t in enumerate(ids) if t == tok]
+    total = sum(f.shape[0] for f in feats)
+    if len(positions) == total:
+        out = embeds.clone()
+        out[0, positions] = torch.cat(feats, 0).to(embeds.dtype)
+        return out, list(ids)
+    if len(positions) == len(feats):
+        pieces, new_ids, last = [], [], 0
+        for n, j in enumerate(positions):
+            pieces += [embeds[0, last:j], feats[n].to(embeds.dtype)]
+            new_ids += list(ids[last:j]) + [tok] * feats[n].shape[0]
+            last = j + 1
+        pieces.append(embeds[0, last:])
+        new_ids += list(ids[last:])
+        return torch.cat(pieces, dim=0)[None], new_ids
+    raise RefError(f"{where}: {len(positions)} image tokens (id {tok}) in input_ids; expected "
+                   f"{total} or {len(feats)} (one per image)")
+
+
 def llava_merge(c, ids, embeds, image_features, where):
     """ids [T]; embeds [1, T, D]; image_features [N, F, D] -> (merged [1, T', D], expanded ids [T'])."""
     tok = c["image_token_index"]
@@ -745,6 +867,7 @@ def run_one(c, W, item, i, dtype, out):
     where = f"input {i}"
     ids = item.get("input_ids")
     px = item.get("pixel_values")
+    image_sizes = item.get("image_sizes")
     kind = c["kind"]
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool)
                                                                   for t in ids)):
@@ -753,6 +876,23 @@ def run_one(c, W, item, i, dtype, out):
         raise RefError(f"{where}: input_ids is empty")
     if px is not None:
         px = torch.as_tensor(px).to(torch.float32)
+    if kind == "llava_next":
+        if ids is None:
+            raise RefError(f"{where}: llava_next models need input_ids")
+        tc = c["text_config"]
+        prefix = "language_model.model."
+        embeds = embed_tokens(tc, W, prefix, ids, where)
+        if px is not None:
+            if not (isinstance(image_sizes, list) and all(isinstance(s, list) and len(s) == 2 for s in image_sizes)):
+                raise RefError(f"{where}: llava_next pixel_values need image_sizes [[h, w], ...]")
+            feats = llava_next_image_features(c, W, px.to(dtype), image_sizes)
+            embeds, new_ids = llava_merge_list(c, ids, embeds, feats, where)
+            out[f"image_features.{i}"] = _f32(torch.cat(feats, 0))
+            out[f"expanded_ids.{i}"] = torch.tensor(new_ids, dtype=torch.int64)
+        hs = decoder_forward(tc, W, prefix, embeds)
+        out[f"hidden.{i}"] = _f32(hs[-1][0])
+        out[f"emb.{i}"] = F.normalize(_f32(hs[-1][0, -1]), p=2.0, dim=-1)
+        return
     if kind in ("decoder", "llava"):
         if ids is None:
             raise RefError(f"{where}: {kind} models need input_ids")
@@ -829,8 +969,9 @@ def read_inputs(path):
     base = os.path.dirname(os.path.abspath(path))
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not set(item) <= {"input_ids", "pixel_values"}:
-            raise RefError(f"{path}: input {i} must be an object with keys input_ids and/or pixel_values")
+        if not isinstance(item, dict) or not set(item) <= {"input_ids", "pixel_values", "image_sizes"}:
+            raise RefError(f"{path}: input {i} must be an object with keys input_ids, pixel_values "
+                           f"and (LLaVA-NeXT) image_sizes")
         item = dict(item)
         if "pixel_values" in item:
             if not isinstance(item["pixel_values"], str):
