@@ -4,3 +4,5 @@ unime_test(test-model-parity.cpp LABEL model TORCH)
 unime_test(test-embed-e2e.cpp LABEL model)
 # LLaVA-NeXT: AnyRes forward (both key layouts), batch == single, processor pixels + token counts.
 unime_test(test-llava-next.cpp LABEL model TORCH)
+# Qwen2-VL: vision transformer + M-RoPE forward (both key layouts), processor, unime embed end to end.
+unime_test(test-qwen2vl.cpp LABEL model TORCH)

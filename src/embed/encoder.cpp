@@ -75,6 +75,17 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
       ids = models::expand_image_tokens(ids, c.llava.image_token_id, n_feat, where(in));
       for (int64_t f : n_feat) n_image_tokens += f;
     }
+  } else if (c.arch == io::Arch::Qwen2VL) {
+    const int64_t tok = c.qwen2vl.image_token_id;
+    UNIME_CHECK(n_images > 0 || std::count(ids.begin(), ids.end(), tok) == 0, where(in),
+                ": the input has image tokens (<|image_pad|>, id ", tok, ") but no image");
+    if (n_images > 0) {  // processing_qwen2_vl: each <|image_pad|> -> t*h*w / merge^2 copies
+      std::vector<int64_t> n_feat;
+      for (const auto& [img, name] : decode_images(in))
+        n_feat.push_back(vision::qwen2vl_image_tokens(img.height, img.width, qwen2vl_processor(), name));
+      ids = models::expand_image_tokens(ids, tok, n_feat, where(in));
+      for (int64_t f : n_feat) n_image_tokens += f;
+    }
   } else {
     UNIME_CHECK(n_images == 0, where(in), ": this model (", io::arch_name(c.arch),
                 ") has no vision tower; remove the image");
@@ -85,8 +96,9 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
                 " tokens, more than the model's max_position_embeddings (", max_len,
                 "); use --truncate to cut it");
     ids.resize(max_len);
-    if (c.is_llava_family()) {
-      const int64_t left = std::count(ids.begin(), ids.end(), c.llava.image_token_id);
+    if (c.is_llava_family() || c.arch == io::Arch::Qwen2VL) {
+      const int64_t tok = c.arch == io::Arch::Qwen2VL ? c.qwen2vl.image_token_id : c.llava.image_token_id;
+      const int64_t left = std::count(ids.begin(), ids.end(), tok);
       UNIME_CHECK(left == n_image_tokens, where(in),
                   ": --truncate would cut through an image's tokens (", ids.size(), " tokens kept)");
     }
@@ -110,9 +122,35 @@ std::vector<std::pair<io::Image, std::string>> Encoder::decode_images(const Embe
 
 torch::Tensor Encoder::pixels(const EmbedInput& in) { return images(in).pixels; }
 
+const vision::Qwen2VLProcessorConfig& Encoder::qwen2vl_processor() {
+  if (!proc_qwen2vl_)
+    proc_qwen2vl_ = std::make_unique<vision::Qwen2VLProcessorConfig>(vision::load_qwen2vl_processor_config(
+        (fs::path(dir_) / "preprocessor_config.json").string()));
+  return *proc_qwen2vl_;
+}
+
 Encoder::Images Encoder::images(const EmbedInput& in) {
   if (in.images.empty() && in.image_bytes.empty()) return {};
   const auto& c = model_->config();
+  if (c.arch == io::Arch::Qwen2VL) {
+    const auto& pc = qwen2vl_processor();
+    const auto& vc = *c.qwen2vl_vision;
+    UNIME_CHECK(pc.patch_size == vc.patch_size && pc.temporal_patch_size == vc.temporal_patch_size &&
+                    pc.merge_size == vc.spatial_merge_size,
+                dir_, "/preprocessor_config.json: patch_size / temporal_patch_size / merge_size (", pc.patch_size,
+                ", ", pc.temporal_patch_size, ", ", pc.merge_size, ") differ from config.json's vision_config (",
+                vc.patch_size, ", ", vc.temporal_patch_size, ", ", vc.spatial_merge_size, ")");
+    std::vector<torch::Tensor> px;
+    std::vector<int64_t> grids;
+    for (const auto& [img, name] : decode_images(in)) {
+      std::array<int64_t, 3> g{};
+      std::vector<float> p = vision::qwen2vl_preprocess(img, pc, &g, name);
+      const int64_t row = vc.in_channels * vc.temporal_patch_size * vc.patch_size * vc.patch_size;
+      px.push_back(torch::from_blob(p.data(), {g[0] * g[1] * g[2], row}, torch::kFloat32).clone());
+      grids.insert(grids.end(), g.begin(), g.end());
+    }
+    return {torch::cat(px, 0), {}, torch::tensor(grids, torch::kInt64).view({-1, 3})};
+  }
   UNIME_CHECK(c.vision, where(in), ": this model (", io::arch_name(c.arch),
               ") has no vision tower; remove the image");
   const auto& vc = *c.vision;
@@ -170,18 +208,20 @@ torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,
     // packed back to back, no padding: linear layers see only real tokens, attention runs per
     // sequence, positions restart per sequence (so batching never changes a vector)
     std::vector<int64_t> flat, lens;
-    std::vector<torch::Tensor> px, sizes;
+    std::vector<torch::Tensor> px, sizes, grids;
     for (int64_t b = 0; b < B; ++b) {
       flat.insert(flat.end(), ids[b].begin(), ids[b].end());
       lens.push_back(static_cast<int64_t>(ids[b].size()));
       auto im = images(*inputs[b]);
       if (im.pixels.defined()) px.push_back(im.pixels);
       if (im.image_sizes.defined()) sizes.push_back(im.image_sizes);
+      if (im.grid_thw.defined()) grids.push_back(im.grid_thw);
     }
     models::TokenBatch packed;
     packed.ids = torch::tensor(flat, torch::kInt64).view({1, -1}).to(device_);
     if (!px.empty()) packed.pixels = torch::cat(px, 0).to(device_);
     if (!sizes.empty()) packed.image_sizes = torch::cat(sizes, 0);
+    if (!grids.empty()) packed.image_grid_thw = torch::cat(grids, 0);
     h = model_->last_token_hidden_packed(packed, lens).to(torch::kFloat32);  // [B, D]
   }
   return normalize ? F::normalize(h, F::NormalizeFuncOptions().dim(-1)) : h;

@@ -15,6 +15,7 @@
 #include "unime/embedder.h"
 #include "vision/clip-processor.h"
 #include "vision/llava-next-processor.h"
+#include "vision/qwen2vl-processor.h"
 
 namespace unime::embed {
 
@@ -39,6 +40,7 @@ class Encoder {
   struct Images {
     torch::Tensor pixels;       // see pixels()
     torch::Tensor image_sizes;  // LLaVA-NeXT: [n, 2] int64 original (height, width)
+    torch::Tensor grid_thw;     // Qwen2-VL: [n, 3] int64; pixels are [sum t*h*w, C*tp*p*p]
   };
   Images images(const EmbedInput& in);
 
@@ -62,6 +64,8 @@ class Encoder {
   std::optional<text::PromptTemplate> tmpl_;
   std::unique_ptr<vision::ClipProcessorConfig> proc_;
   std::unique_ptr<vision::LlavaNextProcessorConfig> proc_next_;
+  std::unique_ptr<vision::Qwen2VLProcessorConfig> proc_qwen2vl_;
+  const vision::Qwen2VLProcessorConfig& qwen2vl_processor();
 };
 
 }  // namespace unime::embed

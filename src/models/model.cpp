@@ -63,6 +63,14 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       prefix_decoder_ = "model.";
       key_lm_head_ = "lm_head.weight";
       break;
+    case io::Arch::Qwen2VL:
+      decoder_ = Decoder(*cfg.text);
+      qwen2vl_vision_ = Qwen2VLVision(*cfg.qwen2vl_vision);
+      // transformers >= 4.52 names; checkpoints saved before (all hub releases) are detected at load
+      prefix_decoder_ = "model.language_model.";
+      prefix_vision_ = "model.visual.";
+      key_lm_head_ = "lm_head.weight";
+      break;
     case io::Arch::ClipVision:
       vision_ = ClipVision(*cfg.vision);
       prefix_vision_ = "vision_model.";
@@ -107,6 +115,7 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Model::m
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> out;
   if (decoder_) out.emplace_back(prefix_decoder_, decoder_.ptr());
   if (vision_) out.emplace_back(prefix_vision_, vision_.ptr());
+  if (qwen2vl_vision_) out.emplace_back(prefix_vision_, qwen2vl_vision_.ptr());
   if (projector_) out.emplace_back(prefix_projector_, projector_.ptr());
   if (visual_projection_) out.emplace_back("visual_projection.", visual_projection_.ptr());
   if (extras_) out.emplace_back(prefix_extras_, extras_);
@@ -168,6 +177,11 @@ std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dty
     m->key_lm_head_ = "language_model.lm_head.weight";
     m->prefix_extras_ = "";  // LLaVA-NeXT: image_newline at the top level
   }
+  if (cfg.arch == io::Arch::Qwen2VL && !ck.has("model.language_model.embed_tokens.weight") &&
+      ck.has("model.embed_tokens.weight")) {  // saved before transformers 4.52
+    m->prefix_decoder_ = "model.";
+    m->prefix_vision_ = "visual.";
+  }
   if (cfg.arch == io::Arch::ClipVision && !ck.has("vision_model.embeddings.class_embedding") &&
       ck.has("vision_tower.vision_model.embeddings.class_embedding"))
     m->prefix_vision_ = "vision_tower.vision_model.";
@@ -214,7 +228,60 @@ torch::Tensor Model::image_features(const torch::Tensor& pixels) {
   return projector_(feats);                                         // [N, F, D]
 }
 
+torch::Tensor Model::image_features(const TokenBatch& batch) {
+  if (cfg_.arch == io::Arch::Qwen2VL) {
+    TORCH_CHECK(batch.image_grid_thw.defined(), "image_features: Qwen2-VL needs image_grid_thw");
+    return qwen2vl_vision_(batch.pixels.to(dtype_), batch.image_grid_thw);     // [sum t*h*w/m^2, D]
+  }
+  return image_features(batch.pixels, batch.image_sizes);
+}
+
+// get_rope_index (modeling_qwen2_vl.py), images only: text runs count up from the previous
+// maximum + 1 on all three components; an image's tokens get (t, row, col) on the merged grid
+// offset by the text before it. An image is one whose <|vision_start|> is followed by an image token.
+torch::Tensor Model::mrope_positions(const std::vector<int64_t>& ids, const torch::Tensor& grid_thw,
+                                     int64_t* next_image) const {
+  const auto& q = cfg_.qwen2vl;
+  const int64_t T = static_cast<int64_t>(ids.size()), m = cfg_.qwen2vl_vision->spatial_merge_size;
+  int64_t n_img = 0;
+  for (int64_t i = 0; i + 1 < T; ++i) n_img += ids[i] == q.vision_start_token_id && ids[i + 1] == q.image_token_id;
+  std::vector<int64_t> p[3];
+  int64_t st = 0, next = 0;  // next position index (max + 1)
+  auto text = [&](int64_t n) {
+    for (int64_t k = 0; k < n; ++k)
+      for (auto& c : p) c.push_back(next + k);
+    next += n;
+  };
+  for (int64_t k = 0; k < n_img; ++k) {
+    int64_t ed = st;
+    while (ed < T && ids[ed] != q.image_token_id) ++ed;
+    TORCH_CHECK(ed < T && grid_thw.defined() && *next_image < grid_thw.size(0),
+                "mrope_positions: more images in the tokens than in image_grid_thw");
+    const int64_t t = grid_thw[*next_image][0].item<int64_t>();
+    const int64_t gh = grid_thw[*next_image][1].item<int64_t>() / m, gw = grid_thw[*next_image][2].item<int64_t>() / m;
+    ++*next_image;
+    text(ed - st);
+    int64_t mx = 0;
+    for (int64_t a = 0; a < t; ++a)
+      for (int64_t b = 0; b < gh; ++b)
+        for (int64_t c = 0; c < gw; ++c) {
+          p[0].push_back(next + a);
+          p[1].push_back(next + b);
+          p[2].push_back(next + c);
+          mx = std::max({mx, a, b, c});
+        }
+    next += mx + 1;
+    st = ed + t * gh * gw;
+  }
+  if (st < T) text(T - st);
+  TORCH_CHECK(static_cast<int64_t>(p[0].size()) == T, "mrope_positions: an image's tokens run past the end");
+  return torch::stack({torch::tensor(p[0], torch::kInt64), torch::tensor(p[1], torch::kInt64),
+                       torch::tensor(p[2], torch::kInt64)});                 // [3, T]
+}
+
 int64_t Model::image_feature_tokens(int64_t height, int64_t width) const {
+  TORCH_CHECK(cfg_.arch != io::Arch::Qwen2VL, "image_feature_tokens: Qwen2-VL counts depend on the "
+              "processor's min/max pixels (vision::qwen2vl_image_tokens)");
   if (cfg_.arch != io::Arch::LlavaNext) return cfg_.image_feature_tokens();
   const auto& v = *cfg_.vision;
   return vision::anyres_feature_tokens(height, width, cfg_.llava.image_grid_pinpoints, v.image_size,
@@ -276,26 +343,49 @@ torch::Tensor Model::input_embeddings(const TokenBatch& batch) {
   TORCH_CHECK(decoder_, "input_embeddings: no decoder");
   auto ids = batch.ids;
   torch::Tensor is_image;
-  if (cfg_.is_llava_family()) {
-    is_image = ids == cfg_.llava.image_token_id;                    // [B, T]
-    ids = ids.masked_fill(is_image, 0);  // image rows are replaced below
+  if (cfg_.is_llava_family() || cfg_.arch == io::Arch::Qwen2VL) {
+    is_image = ids == (cfg_.arch == io::Arch::Qwen2VL ? cfg_.qwen2vl.image_token_id : cfg_.llava.image_token_id);
+    ids = ids.masked_fill(is_image, 0);  // image rows are replaced below       [B, T]
   }
   auto emb = decoder_->embed(ids);                                  // [B, T, D]
   if (!is_image.defined()) return emb;
   const int64_t n_tok = is_image.sum().item<int64_t>();
   if (n_tok == 0) return emb;
   TORCH_CHECK(batch.pixels.defined(), "input_embeddings: image tokens but no pixels");
-  auto feats = image_features(batch.pixels, batch.image_sizes);    // [sum F_i, D]
+  auto feats = image_features(batch);                               // [sum F_i, D]
   TORCH_CHECK(feats.size(0) == n_tok, "input_embeddings: ", n_tok, " image tokens for ",
               feats.size(0), " image features");
   auto mask = is_image.unsqueeze(-1).expand_as(emb);
   return emb.masked_scatter(mask, feats.to(emb.scalar_type()).reshape({-1}));
 }
 
+// M-RoPE positions [3, B, T] of a padded batch: each row's real tokens through get_rope_index;
+// padding gets 1 as in HF (masked out anyway)
+static torch::Tensor mrope_positions_padded(const Model& m, const TokenBatch& batch) {
+  auto ids = batch.ids.to(torch::kCPU).contiguous();
+  auto real = batch.key_real.to(torch::kCPU).contiguous();
+  const int64_t B = ids.size(0), T = ids.size(1);
+  auto grid = batch.image_grid_thw.defined() ? batch.image_grid_thw.to(torch::kCPU, torch::kInt64) : torch::Tensor();
+  auto pos = torch::ones({3, B, T}, torch::kInt64);
+  int64_t next_image = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> row, cols;
+    for (int64_t t = 0; t < T; ++t)
+      if (real[b][t].item<bool>()) {
+        row.push_back(ids[b][t].item<int64_t>());
+        cols.push_back(t);
+      }
+    auto p = m.mrope_positions(row, grid, &next_image);                      // [3, L]
+    pos.select(1, b).index_copy_(1, torch::tensor(cols, torch::kInt64), p);
+  }
+  return pos.to(batch.ids.device());
+}
+
 // decoder output before the final norm for a padded batch: [B, T, D]
 static torch::Tensor padded_forward(Model& m, const TokenBatch& batch) {
-  return m.decoder_->forward(m.input_embeddings(batch), positions_from_mask(batch.key_real),
-                             batch.key_real);
+  auto positions = m.config().arch == io::Arch::Qwen2VL ? mrope_positions_padded(m, batch)
+                                                        : positions_from_mask(batch.key_real);
+  return m.decoder_->forward(m.input_embeddings(batch), positions, batch.key_real);
 }
 
 torch::Tensor Model::hidden(const TokenBatch& batch) {
@@ -320,8 +410,25 @@ torch::Tensor Model::last_token_hidden_packed(const torch::Tensor& ids, const st
 torch::Tensor Model::last_token_hidden_packed(const TokenBatch& packed, const std::vector<int64_t>& lens) {
   const auto& ids = packed.ids;
   auto real = torch::ones(ids.sizes(), torch::TensorOptions().dtype(torch::kBool).device(ids.device()));
-  auto emb = input_embeddings(TokenBatch{ids, real, packed.pixels, packed.image_sizes});  // [1, N, D]
-  auto h = decoder_->forward_packed(emb, lens)[0];                  // [N, D]
+  auto emb = input_embeddings(TokenBatch{ids, real, packed.pixels, packed.image_sizes,
+                                         packed.image_grid_thw});   // [1, N, D]
+  torch::Tensor h;
+  if (cfg_.arch == io::Arch::Qwen2VL) {  // M-RoPE positions per sequence, packed: [3, 1, N]
+    auto flat = ids.to(torch::kCPU).contiguous();
+    const int64_t* p = flat.data_ptr<int64_t>();
+    auto grid = packed.image_grid_thw.defined() ? packed.image_grid_thw.to(torch::kCPU, torch::kInt64)
+                                                : torch::Tensor();
+    std::vector<torch::Tensor> pos;
+    int64_t off = 0, next_image = 0;
+    for (int64_t L : lens) {
+      pos.push_back(mrope_positions(std::vector<int64_t>(p + off, p + off + L), grid, &next_image));
+      off += L;
+    }
+    auto pos3 = torch::cat(pos, 1).unsqueeze(1).to(ids.device());
+    h = decoder_->forward_packed(emb, lens, decoder_->rope(pos3, emb.scalar_type()))[0];  // [N, D]
+  } else {
+    h = decoder_->forward_packed(emb, lens)[0];                     // [N, D]
+  }
   std::vector<int64_t> last;
   int64_t off = 0;
   for (int64_t L : lens) {

@@ -12,6 +12,7 @@
 #include "io/hf-config.h"
 #include "models/decoder.h"
 #include "models/vision-clip.h"
+#include "models/vision-qwen2vl.h"
 
 namespace unime::models {
 
@@ -33,6 +34,7 @@ struct TokenBatch {
   torch::Tensor pixels;    // [N, C, S, S] float32, images in order of appearance; may be undefined
                            // LLaVA-NeXT: [sum of crops, C, S, S], each image's base + tiles
   torch::Tensor image_sizes;  // LLaVA-NeXT: [N, 2] int64 original (height, width) of each image
+  torch::Tensor image_grid_thw;  // Qwen2-VL: [N, 3] int64 patch grid; pixels [sum t*h*w, C*tp*p*p]
 };
 
 class Model {
@@ -46,13 +48,19 @@ class Model {
   const io::ModelConfig& config() const { return cfg_; }
   torch::ScalarType dtype() const { return dtype_; }
   bool has_decoder() const { return static_cast<bool>(decoder_); }
-  bool has_vision() const { return static_cast<bool>(vision_); }
+  bool has_vision() const { return static_cast<bool>(vision_) || static_cast<bool>(qwen2vl_vision_); }
 
   /// LLaVA: image features as the decoder sees them. pixels [N, C, S, S] -> [N, F, D]
   torch::Tensor image_features(const torch::Tensor& pixels);
   /// Image features of every image in order, as the decoder's image-token rows receive them:
   /// LLaVA [N * F, D]; LLaVA-NeXT (pixels [sum crops, C, S, S], image_sizes [N, 2]) [sum F_i, D].
   torch::Tensor image_features(const torch::Tensor& pixels, const torch::Tensor& image_sizes);
+  /// Image features of a batch's images for any vision-language architecture: [sum F_i, D]
+  torch::Tensor image_features(const TokenBatch& batch);
+  /// Qwen2-VL get_rope_index for one unpadded sequence: ids [T], grid_thw [n, 3] of its images
+  /// (consumed from row `*next_image`, advanced past the images found) -> positions [3, T] int64.
+  torch::Tensor mrope_positions(const std::vector<int64_t>& ids, const torch::Tensor& grid_thw,
+                                int64_t* next_image) const;
   /// Feature tokens an image of height x width contributes (LLaVA: fixed; LLaVA-NeXT: AnyRes).
   int64_t image_feature_tokens(int64_t height, int64_t width) const;
   /// CLIP*: pooled vision output, projected for CLIPModel. pixels -> [N, Dv or proj]
@@ -82,6 +90,7 @@ class Model {
 
   Decoder decoder_{nullptr};
   ClipVision vision_{nullptr};
+  Qwen2VLVision qwen2vl_vision_{nullptr};  // Qwen2-VL (under prefix_vision_)
   Projector projector_{nullptr};
   Linear visual_projection_{nullptr};  // CLIPModel only
   Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens

@@ -24,6 +24,12 @@ JOBS.json is a list of jobs; each has an "op":
       on each crop) -> float32 [1 + tiles, 3, S, S]; NPY.json holds {"image_size": [h, w],
       "num_image_tokens": n} with n from LlavaNextProcessor._get_number_of_features (minus 1 for
       the "default" strategy, num_additional_image_tokens 1, as llava-v1.6 processors are saved).
+  {"op": "qwen2vl", "src": IMG, "config": PREPROCESSOR_CONFIG, "out": NPY}
+      numpy + PIL re-implementation of Qwen2VLImageProcessor._preprocess for one image
+      (image_processing_qwen2_vl.py: smart_resize, PIL resize, rescale, normalize, the frame repeated
+      to temporal_patch_size, the 9-D reshape/transpose into merge-ordered patches) -> float32
+      [t*gh*gw, C*tp*p*p]; NPY.json holds {"image_grid_thw": [t, gh, gw], "num_image_tokens": n}
+      with n = t*gh*gw // merge_size**2 (processing_qwen2_vl.py).
 """
 import json
 import math
@@ -248,6 +254,49 @@ def llava_next_preprocess(src, cfg_path):
     return np.ascontiguousarray(np.stack(out)), {"image_size": [h, w], "num_image_tokens": n_tokens}
 
 
+# ---- Qwen2VLImageProcessor, re-implemented ----------------------------------
+
+def smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280):
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen2vl_preprocess(src, cfg):
+    p, tp, m = cfg.get("patch_size", 14), cfg.get("temporal_patch_size", 2), cfg.get("merge_size", 2)
+    min_pixels, max_pixels = cfg.get("min_pixels", 56 * 56), cfg.get("max_pixels", 28 * 28 * 1280)
+    mean = np.array(cfg.get("image_mean", OPENAI_CLIP_MEAN), dtype=np.float32)
+    std = np.array(cfg.get("image_std", OPENAI_CLIP_STD), dtype=np.float32)
+    image = np.array(Image.open(src).convert("RGB"))
+    h, w = image.shape[:2]
+    rh, rw = smart_resize(h, w, factor=p * m, min_pixels=min_pixels, max_pixels=max_pixels)
+    image = np.array(Image.fromarray(image).resize((rw, rh), resample=cfg.get("resample", 3), reducing_gap=None))
+    x = (image.astype(np.float64) * cfg.get("rescale_factor", 1 / 255)).astype(np.float32)
+    x = ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)   # CHW
+    patches = np.array([x])
+    if patches.shape[0] % tp != 0:
+        repeats = np.repeat(patches[-1][np.newaxis], tp - 1, axis=0)
+        patches = np.concatenate([patches, repeats], axis=0)
+    channel = patches.shape[1]
+    grid_t = patches.shape[0] // tp
+    grid_h, grid_w = rh // p, rw // p
+    patches = patches.reshape(grid_t, tp, channel, grid_h // m, m, p, grid_w // m, m, p)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = patches.reshape(grid_t * grid_h * grid_w, channel * tp * p * p)
+    return np.ascontiguousarray(flat), {"image_grid_thw": [grid_t, grid_h, grid_w],
+                                        "num_image_tokens": grid_t * grid_h * grid_w // (m * m)}
+
+
 def main():
     with open(sys.argv[1]) as f:
         jobs = json.load(f)
@@ -263,6 +312,12 @@ def main():
             save_raw(np.array(out), job["out"])
         elif op == "clip":
             np.save(job["out"], clip_preprocess(job["src"], job["config"]))
+        elif op == "qwen2vl":
+            with open(job["config"]) as f:
+                arr, info = qwen2vl_preprocess(job["src"], json.load(f))
+            np.save(job["out"], arr)
+            with open(job["out"] + ".json", "w") as f:
+                json.dump(info, f)
         elif op == "llava_next":
             with open(job["config"]) as f:
                 cfg = json.load(f)

@@ -164,9 +164,29 @@ def _llava_next():
             "vision_feature_select_strategy": "default", "use_image_newline_parameter": True}
 
 
+def _qwen2_vl():
+    # Like Qwen/Qwen2-VL-2B-Instruct's config.json scaled down: text fields at the top level, tied
+    # embeddings, rope_scaling {"type": "mrope"} with mrope_section summing to head_dim / 2 = 8;
+    # vision: 4 px patches, temporal patch 2, 2x2 merge, embed_dim 32 (head_dim 16), "in_chans".
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "attention_dropout": 0.0, "bos_token_id": 380, "eos_token_id": 381, "hidden_act": "silu",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 1024, "max_window_layers": 2, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "sliding_window": 1024, "tie_word_embeddings": True, "use_cache": True, "use_sliding_window": False,
+        "vocab_size": 400, "vision_start_token_id": 388, "vision_end_token_id": 389,
+        "vision_token_id": 390, "image_token_id": 391, "video_token_id": 392,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "vision_config": {"depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
+                          "hidden_size": 64, "patch_size": 4, "spatial_merge_size": 2,
+                          "spatial_patch_size": 4, "temporal_patch_size": 2},
+    }
+
+
 ARCHS = {"llama": _llama, "llama3": _llama3, "mistral": _mistral, "qwen2": _qwen2,
          "clip_vision": _clip_vision, "clip": _clip, "llava": _llava, "llava_qwen2": _llava_qwen2,
-         "llava_next": _llava_next}
+         "llava_next": _llava_next, "qwen2_vl": _qwen2_vl}
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OPENAI_CLIP_MEAN (image_utils.py)
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]  # OPENAI_CLIP_STD
@@ -253,6 +273,8 @@ def init_tensor(gen, shape, init):
         return normal(1.0 / math.sqrt(shape[1]))
     if init == "conv":
         return normal(1.0 / math.sqrt(shape[1] * shape[2] * shape[3]))
+    if init == "conv3d":
+        return normal(1.0 / math.sqrt(shape[1] * shape[2] * shape[3] * shape[4]))
     if init == "embed" or init == "class_emb":
         return normal(1.0)
     if init == "pos_emb":
@@ -273,6 +295,8 @@ def make_weights(resolved, seed, dtype, layout, with_position_ids):
         t = init_tensor(gen, shape, init).to(dtype)
         if resolved["kind"] in ("llava", "llava_next"):
             key = reference.llava_key_to_layout(key, layout)
+        if resolved["kind"] == "qwen2_vl":
+            key = reference.qwen2vl_key_to_layout(key, layout)
         out[key] = t
     if with_position_ids:  # persistent buffers in older CLIP exports; HF ignores them on load
         vcs = {"clip_vision": [("vision_model.", resolved)], "clip": [("vision_model.", resolved.get("vision_config"))],
@@ -322,6 +346,16 @@ def generate(arch, seed, out_dir, layout="legacy", dtype="float32", sets=(), uns
         f.write("\n")
     weights = make_weights(resolved, seed, reference.DTYPES[dtype], layout, with_position_ids)
     write_checkpoint(weights, out_dir, shards, {"format": "pt"})
+    if resolved["kind"] == "qwen2_vl":  # Qwen2VLImageProcessor, small pixel budget
+        v = resolved["vision_config"]
+        with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
+            json.dump({"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                       "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+                       "max_pixels": 2048, "merge_size": v["spatial_merge_size"], "min_pixels": 128,
+                       "patch_size": v["patch_size"], "processor_class": "Qwen2VLProcessor", "resample": 3,
+                       "rescale_factor": 1 / 255, "temporal_patch_size": v["temporal_patch_size"]},
+                      f, indent=2, sort_keys=True)
+            f.write("\n")
     vc = {"clip_vision": resolved, "clip": resolved.get("vision_config"),
           "llava": resolved.get("vision_config"), "llava_next": resolved.get("vision_config")}.get(resolved["kind"])
     if vc is not None:
