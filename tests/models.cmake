@@ -6,3 +6,5 @@ unime_test(test-embed-e2e.cpp LABEL model)
 unime_test(test-llava-next.cpp LABEL model TORCH)
 # Qwen2-VL: vision transformer + M-RoPE forward (both key layouts), processor, unime embed end to end.
 unime_test(test-qwen2vl.cpp LABEL model TORCH)
+# LLaVA-NeXT and Qwen2-VL through train instruct (QLoRA + GradCache), embed --lora, eval mmeb --lora.
+unime_test(test-vlm-train.cpp LABEL model)
