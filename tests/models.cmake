@@ -2,3 +2,9 @@
 unime_test(test-model-parity.cpp LABEL model TORCH)
 # End to end: unime embed vs HF tokenizers (node) + Pillow processor + plain-torch reference.
 unime_test(test-embed-e2e.cpp LABEL model)
+# LLaVA-NeXT: AnyRes forward (both key layouts), batch == single, processor pixels + token counts.
+unime_test(test-llava-next.cpp LABEL model TORCH)
+# Qwen2-VL: vision transformer + M-RoPE forward (both key layouts), processor, unime embed end to end.
+unime_test(test-qwen2vl.cpp LABEL model TORCH)
+# LLaVA-NeXT and Qwen2-VL through train instruct (QLoRA + GradCache), embed --lora, eval mmeb --lora.
+unime_test(test-vlm-train.cpp LABEL model)

@@ -35,14 +35,35 @@ void register_inspect(CLI::App& app) {
                   (long long)v.num_attention_heads, (long long)v.image_size, (long long)v.patch_size,
                   (long long)v.num_patches());
     }
-    if (c.arch == io::Arch::Llava) {
+    if (c.is_llava_family()) {
       std::string layers;
       for (auto l : c.llava.vision_feature_layer) layers += (layers.empty() ? "" : ",") + std::to_string(l);
-      std::printf("llava: feature layer %s, strategy %s, %lld tokens per image, image token id %lld, "
+      std::printf("llava: feature layer %s, strategy %s, %lld tokens per image%s, image token id %lld, "
                   "projector act %s\n",
                   layers.c_str(), c.llava.vision_feature_select_strategy.c_str(),
-                  (long long)c.image_feature_tokens(), (long long)c.llava.image_token_id,
-                  c.llava.projector_hidden_act.c_str());
+                  (long long)c.image_feature_tokens(),
+                  c.arch == io::Arch::LlavaNext ? " (base image; AnyRes tiles add more)" : "",
+                  (long long)c.llava.image_token_id, c.llava.projector_hidden_act.c_str());
+    }
+    if (c.qwen2vl_vision) {
+      const auto& v = *c.qwen2vl_vision;
+      std::string sec;
+      for (auto x : c.text->mrope_section) sec += (sec.empty() ? "" : ",") + std::to_string(x);
+      std::printf("vision: Qwen2-VL ViT, %lld layers, hidden %lld, heads %lld, patch %lld, temporal patch "
+                  "%lld, merge %lldx%lld -> %lld\n",
+                  (long long)v.depth, (long long)v.embed_dim, (long long)v.num_heads, (long long)v.patch_size,
+                  (long long)v.temporal_patch_size, (long long)v.spatial_merge_size,
+                  (long long)v.spatial_merge_size, (long long)v.hidden_size);
+      std::printf("qwen2-vl: M-RoPE mrope_section %s, image token id %lld, vision start/end %lld/%lld\n",
+                  sec.c_str(), (long long)c.qwen2vl.image_token_id, (long long)c.qwen2vl.vision_start_token_id,
+                  (long long)c.qwen2vl.vision_end_token_id);
+    }
+    if (c.arch == io::Arch::LlavaNext) {
+      std::string pins;
+      for (const auto& [h, w] : c.llava.image_grid_pinpoints)
+        pins += str(pins.empty() ? "" : ", ", h, "x", w);
+      std::printf("anyres: image_grid_pinpoints (h x w) %s; image_newline after each tile row\n",
+                  pins.c_str());
     }
     // parameters per part, by checkpoint key
     std::map<std::string, int64_t> parts;
@@ -53,7 +74,10 @@ void register_inspect(CLI::App& app) {
       int64_t n = 1;
       for (auto d : t.shape) n *= d;
       std::string part = "other";
-      if (name.find("vision") != std::string::npos) part = "vision";
+      if (name.find("vision") != std::string::npos || name.rfind("visual.", 0) == 0 ||
+          name.find(".visual.") != std::string::npos)
+        part = "vision";
+      else if (name.find("multi_modal_projector") != std::string::npos || name.find("image_newline") != std::string::npos) part = "projector";
       else if (name.find("multi_modal_projector") != std::string::npos || name.find("visual_projection") != std::string::npos) part = "projector";
       else if (name.find("lm_head") != std::string::npos) part = "lm_head";
       else if (name.find("embed_tokens") != std::string::npos) part = "embed_tokens";

@@ -59,13 +59,33 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
                                              static_cast<int>(n_images));
     for (int32_t t : tok.encode(prompt, /*add_special_tokens=*/true)) ids.push_back(t);
   }
-  if (c.arch == io::Arch::Llava) {
+  int64_t n_image_tokens = 0;  // after expansion
+  if (c.is_llava_family()) {
     UNIME_CHECK(n_images > 0 || std::count(ids.begin(), ids.end(), c.llava.image_token_id) == 0,
                 where(in), ": the input has image tokens (id ", c.llava.image_token_id,
                 ") but no image");
-    if (n_images > 0)
+    if (n_images > 0 && c.arch == io::Arch::Llava) {
       ids = models::expand_image_tokens(ids, c.llava.image_token_id, n_images,
                                         c.image_feature_tokens(), where(in));
+      n_image_tokens = n_images * c.image_feature_tokens();
+    } else if (n_images > 0) {  // LLaVA-NeXT: the count depends on each image's size
+      std::vector<int64_t> n_feat;
+      for (const auto& [img, name] : decode_images(in))
+        n_feat.push_back(model_->image_feature_tokens(img.height, img.width));
+      ids = models::expand_image_tokens(ids, c.llava.image_token_id, n_feat, where(in));
+      for (int64_t f : n_feat) n_image_tokens += f;
+    }
+  } else if (c.arch == io::Arch::Qwen2VL) {
+    const int64_t tok = c.qwen2vl.image_token_id;
+    UNIME_CHECK(n_images > 0 || std::count(ids.begin(), ids.end(), tok) == 0, where(in),
+                ": the input has image tokens (<|image_pad|>, id ", tok, ") but no image");
+    if (n_images > 0) {  // processing_qwen2_vl: each <|image_pad|> -> t*h*w / merge^2 copies
+      std::vector<int64_t> n_feat;
+      for (const auto& [img, name] : decode_images(in))
+        n_feat.push_back(vision::qwen2vl_image_tokens(img.height, img.width, qwen2vl_processor(), name));
+      ids = models::expand_image_tokens(ids, tok, n_feat, where(in));
+      for (int64_t f : n_feat) n_image_tokens += f;
+    }
   } else {
     UNIME_CHECK(n_images == 0, where(in), ": this model (", io::arch_name(c.arch),
                 ") has no vision tower; remove the image");
@@ -76,9 +96,10 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
                 " tokens, more than the model's max_position_embeddings (", max_len,
                 "); use --truncate to cut it");
     ids.resize(max_len);
-    if (c.arch == io::Arch::Llava) {
-      const int64_t left = std::count(ids.begin(), ids.end(), c.llava.image_token_id);
-      UNIME_CHECK(left == n_images * c.image_feature_tokens(), where(in),
+    if (c.is_llava_family() || c.arch == io::Arch::Qwen2VL) {
+      const int64_t tok = c.arch == io::Arch::Qwen2VL ? c.qwen2vl.image_token_id : c.llava.image_token_id;
+      const int64_t left = std::count(ids.begin(), ids.end(), tok);
+      UNIME_CHECK(left == n_image_tokens, where(in),
                   ": --truncate would cut through an image's tokens (", ids.size(), " tokens kept)");
     }
   }
@@ -86,33 +107,83 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
   return ids;
 }
 
-torch::Tensor Encoder::pixels(const EmbedInput& in) {
+std::vector<std::pair<io::Image, std::string>> Encoder::decode_images(const EmbedInput& in) {
+  std::vector<std::pair<io::Image, std::string>> out;
+  for (const auto& path : in.images) out.emplace_back(io::load_image(path, max_image_pixels_), path);
+  for (size_t i = 0; i < in.image_bytes.size(); ++i) {
+    const std::string name = str(where(in), ": image ", i + 1);
+    const auto& b = in.image_bytes[i];
+    out.emplace_back(io::decode_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), name,
+                                      max_image_pixels_),
+                     name);
+  }
+  return out;
+}
+
+torch::Tensor Encoder::pixels(const EmbedInput& in) { return images(in).pixels; }
+
+const vision::Qwen2VLProcessorConfig& Encoder::qwen2vl_processor() {
+  if (!proc_qwen2vl_)
+    proc_qwen2vl_ = std::make_unique<vision::Qwen2VLProcessorConfig>(vision::load_qwen2vl_processor_config(
+        (fs::path(dir_) / "preprocessor_config.json").string()));
+  return *proc_qwen2vl_;
+}
+
+Encoder::Images Encoder::images(const EmbedInput& in) {
   if (in.images.empty() && in.image_bytes.empty()) return {};
   const auto& c = model_->config();
+  if (c.arch == io::Arch::Qwen2VL) {
+    const auto& pc = qwen2vl_processor();
+    const auto& vc = *c.qwen2vl_vision;
+    UNIME_CHECK(pc.patch_size == vc.patch_size && pc.temporal_patch_size == vc.temporal_patch_size &&
+                    pc.merge_size == vc.spatial_merge_size,
+                dir_, "/preprocessor_config.json: patch_size / temporal_patch_size / merge_size (", pc.patch_size,
+                ", ", pc.temporal_patch_size, ", ", pc.merge_size, ") differ from config.json's vision_config (",
+                vc.patch_size, ", ", vc.temporal_patch_size, ", ", vc.spatial_merge_size, ")");
+    std::vector<torch::Tensor> px;
+    std::vector<int64_t> grids;
+    for (const auto& [img, name] : decode_images(in)) {
+      std::array<int64_t, 3> g{};
+      std::vector<float> p = vision::qwen2vl_preprocess(img, pc, &g, name);
+      const int64_t row = vc.in_channels * vc.temporal_patch_size * vc.patch_size * vc.patch_size;
+      px.push_back(torch::from_blob(p.data(), {g[0] * g[1] * g[2], row}, torch::kFloat32).clone());
+      grids.insert(grids.end(), g.begin(), g.end());
+    }
+    return {torch::cat(px, 0), {}, torch::tensor(grids, torch::kInt64).view({-1, 3})};
+  }
   UNIME_CHECK(c.vision, where(in), ": this model (", io::arch_name(c.arch),
               ") has no vision tower; remove the image");
   const auto& vc = *c.vision;
-  if (!proc_) {
-    const fs::path p = fs::path(dir_) / "preprocessor_config.json";
-    proc_ = std::make_unique<vision::ClipProcessorConfig>(vision::load_clip_processor_config(p.string()));
-  }
+  const fs::path proc_path = fs::path(dir_) / "preprocessor_config.json";
   std::vector<torch::Tensor> out;
-  auto add = [&](const io::Image& img, const std::string& name) {
+  if (c.arch == io::Arch::LlavaNext) {
+    if (!proc_next_)
+      proc_next_ = std::make_unique<vision::LlavaNextProcessorConfig>(
+          vision::load_llava_next_processor_config(proc_path.string()));
+    UNIME_CHECK(proc_next_->tile_size == vc.image_size, proc_path.string(), ": crop_size ",
+                proc_next_->tile_size, " differs from the vision tower's image_size ", vc.image_size);
+    std::vector<int64_t> sizes;
+    for (const auto& [img, name] : decode_images(in)) {
+      int64_t n = 0;
+      std::vector<float> px = vision::llava_next_preprocess(img, *proc_next_, &n);
+      const int64_t S = vc.image_size;
+      out.push_back(torch::from_blob(px.data(), {n, 3, S, S}, torch::kFloat32).clone());
+      sizes.push_back(img.height);
+      sizes.push_back(img.width);
+    }
+    return {torch::cat(out, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2})};
+  }
+  if (!proc_)
+    proc_ = std::make_unique<vision::ClipProcessorConfig>(vision::load_clip_processor_config(proc_path.string()));
+  for (const auto& [img, name] : decode_images(in)) {
     int h = 0, w = 0;
     std::vector<float> chw = vision::clip_preprocess(img, *proc_, &h, &w);
     UNIME_CHECK(h == vc.image_size && w == vc.image_size, name, ": the image processor gives ", h,
                 "x", w, " pixels but the vision tower expects ", vc.image_size, "x", vc.image_size,
                 "; check preprocessor_config.json crop_size");
     out.push_back(torch::from_blob(chw.data(), {1, 3, h, w}, torch::kFloat32).clone());
-  };
-  for (const auto& path : in.images) add(io::load_image(path, max_image_pixels_), path);
-  for (size_t i = 0; i < in.image_bytes.size(); ++i) {
-    const std::string name = str(where(in), ": image ", i + 1);
-    const auto& b = in.image_bytes[i];
-    add(io::decode_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), name, max_image_pixels_),
-        name);
   }
-  return torch::cat(out, 0);
+  return {torch::cat(out, 0), {}};
 }
 
 torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,
@@ -137,16 +208,21 @@ torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,
     // packed back to back, no padding: linear layers see only real tokens, attention runs per
     // sequence, positions restart per sequence (so batching never changes a vector)
     std::vector<int64_t> flat, lens;
-    std::vector<torch::Tensor> px;
+    std::vector<torch::Tensor> px, sizes, grids;
     for (int64_t b = 0; b < B; ++b) {
       flat.insert(flat.end(), ids[b].begin(), ids[b].end());
       lens.push_back(static_cast<int64_t>(ids[b].size()));
-      auto p = pixels(*inputs[b]);
-      if (p.defined()) px.push_back(p);
+      auto im = images(*inputs[b]);
+      if (im.pixels.defined()) px.push_back(im.pixels);
+      if (im.image_sizes.defined()) sizes.push_back(im.image_sizes);
+      if (im.grid_thw.defined()) grids.push_back(im.grid_thw);
     }
-    auto id_t = torch::tensor(flat, torch::kInt64).view({1, -1}).to(device_);
-    h = model_->last_token_hidden_packed(id_t, lens, px.empty() ? torch::Tensor() : torch::cat(px, 0).to(device_))
-            .to(torch::kFloat32);                                   // [B, D]
+    models::TokenBatch packed;
+    packed.ids = torch::tensor(flat, torch::kInt64).view({1, -1}).to(device_);
+    if (!px.empty()) packed.pixels = torch::cat(px, 0).to(device_);
+    if (!sizes.empty()) packed.image_sizes = torch::cat(sizes, 0);
+    if (!grids.empty()) packed.image_grid_thw = torch::cat(grids, 0);
+    h = model_->last_token_hidden_packed(packed, lens).to(torch::kFloat32);  // [B, D]
   }
   return normalize ? F::normalize(h, F::NormalizeFuncOptions().dim(-1)) : h;
 }

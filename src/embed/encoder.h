@@ -14,6 +14,8 @@
 #include "text/tokenizer.h"
 #include "unime/embedder.h"
 #include "vision/clip-processor.h"
+#include "vision/llava-next-processor.h"
+#include "vision/qwen2vl-processor.h"
 
 namespace unime::embed {
 
@@ -31,7 +33,16 @@ class Encoder {
   /// Token ids exactly as the model sees them (template, special tokens, image expansion).
   std::vector<int64_t> token_ids(const EmbedInput& in);
   /// One input's images -> [n, C, S, S] float32 on the CPU (undefined when it has none).
+  /// LLaVA-NeXT: [sum of crops, C, S, S] (see images()).
   torch::Tensor pixels(const EmbedInput& in);
+
+  /// One input's images as the model takes them (CPU tensors, undefined when it has none).
+  struct Images {
+    torch::Tensor pixels;       // see pixels()
+    torch::Tensor image_sizes;  // LLaVA-NeXT: [n, 2] int64 original (height, width)
+    torch::Tensor grid_thw;     // Qwen2-VL: [n, 3] int64; pixels are [sum t*h*w, C*tp*p*p]
+  };
+  Images images(const EmbedInput& in);
 
   /// Embeds inputs as one batch, packed without padding: [B, D] float32, L2-normalised when
   /// `normalize`.
@@ -41,6 +52,8 @@ class Encoder {
 
  private:
   const text::Tokenizer& tokenizer(const EmbedInput& in);
+  /// The input's images decoded, in order (files first, then in-memory bytes).
+  std::vector<std::pair<io::Image, std::string>> decode_images(const EmbedInput& in);
 
   std::shared_ptr<models::Model> model_;
   std::string dir_;
@@ -50,6 +63,9 @@ class Encoder {
   std::unique_ptr<text::Tokenizer> tok_;
   std::optional<text::PromptTemplate> tmpl_;
   std::unique_ptr<vision::ClipProcessorConfig> proc_;
+  std::unique_ptr<vision::LlavaNextProcessorConfig> proc_next_;
+  std::unique_ptr<vision::Qwen2VLProcessorConfig> proc_qwen2vl_;
+  const vision::Qwen2VLProcessorConfig& qwen2vl_processor();
 };
 
 }  // namespace unime::embed

@@ -19,12 +19,14 @@ const char* arch_name(Arch a) {
     case Arch::ClipVision: return "CLIPVisionModel";
     case Arch::Clip: return "CLIPModel";
     case Arch::Llava: return "LlavaForConditionalGeneration";
+    case Arch::LlavaNext: return "LlavaNextForConditionalGeneration";
+    case Arch::Qwen2VL: return "Qwen2VLForConditionalGeneration";
   }
   return "?";
 }
 
-static const Arch kAllArchs[] = {Arch::Llama,      Arch::Mistral, Arch::Qwen2,
-                                 Arch::ClipVision, Arch::Clip,    Arch::Llava};
+static const Arch kAllArchs[] = {Arch::Llama, Arch::Mistral, Arch::Qwen2,    Arch::ClipVision,
+                                 Arch::Clip,  Arch::Llava,   Arch::LlavaNext, Arch::Qwen2VL};
 
 std::string supported_arch_names() {
   std::string s;
@@ -220,6 +222,125 @@ ClipVisionConfig parse_clip_vision(const json& j, const std::string& where, bool
   return c;
 }
 
+// LlavaNextConfig: image_grid_pinpoints (default below), and the AnyRes packing's constraints:
+// pack_image_features views each tile's features as a (S/p) x (S/p) grid, which only the
+// "default" strategy (CLS dropped) satisfies, and the processor cuts the best-fit canvas into
+// S x S tiles, so every pinpoint must be a multiple of the vision image_size S.
+void parse_llava_next(const json& j, ModelConfig& mc, const std::string& where) {
+  LlavaFields& L = mc.llava;
+  L.image_grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+  if (j.contains("image_grid_pinpoints") && !j.at("image_grid_pinpoints").is_null()) {
+    const json& g = j.at("image_grid_pinpoints");
+    UNIME_CHECK(g.is_array() && !g.empty(), where,
+                ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
+    L.image_grid_pinpoints.clear();
+    for (const json& p : g) {
+      UNIME_CHECK(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer(),
+                  where, ": image_grid_pinpoints entries must be [height, width] integer pairs, got ",
+                  p.dump());
+      L.image_grid_pinpoints.push_back({p[0].get<int64_t>(), p[1].get<int64_t>()});
+    }
+  }
+  const int64_t S = mc.vision->image_size;
+  for (const auto& [h, w] : L.image_grid_pinpoints)
+    UNIME_CHECK(h > 0 && w > 0 && h % S == 0 && w % S == 0, where, ": image_grid_pinpoints entry [",
+                h, ", ", w, "] must be positive multiples of the vision image_size ", S);
+  UNIME_CHECK(L.vision_feature_select_strategy == "default", where,
+              ": LLaVA-NeXT needs vision_feature_select_strategy 'default' (the AnyRes packing views "
+              "each tile as a patch grid without CLS), got '", L.vision_feature_select_strategy, "'");
+}
+
+// Qwen2VLConfig: the text fields sit at the top level (and, from transformers 4.52, also in
+// text_config, which wins); rope_scaling {"type": "mrope" | "default", "mrope_section": [...]}.
+void parse_qwen2vl(const json& j, ModelConfig& mc, const std::string& where) {
+  json t = j;
+  t.erase("vision_config");
+  t.erase("text_config");
+  if (j.contains("text_config") && j.at("text_config").is_object())
+    for (const auto& [k, v] : j.at("text_config").items()) t[k] = v;
+  // Qwen2VLConfig's text defaults where they differ from Qwen2Config's (Qwen2-VL-72B sizes)
+  const std::pair<const char*, json> kDefaults[] = {
+      {"vocab_size", 152064},        {"hidden_size", 8192},           {"intermediate_size", 29568},
+      {"num_hidden_layers", 80},     {"num_attention_heads", 64},     {"num_key_value_heads", 8},
+      {"rms_norm_eps", 1e-5},        {"rope_theta", 1000000.0},       {"max_window_layers", 80},
+      {"max_position_embeddings", 32768}};
+  for (const auto& [k, v] : kDefaults)
+    if (!t.contains(k) || t.at(k).is_null()) t[k] = v;
+  std::vector<int64_t> section;
+  if (t.contains("rope_scaling") && !t.at("rope_scaling").is_null()) {
+    const json& rs = t.at("rope_scaling");
+    UNIME_CHECK(rs.is_object(), where, ": rope_scaling must be an object, got ", rs.dump());
+    std::string type = "default";
+    Reader rr{rs, where + ": rope_scaling"};
+    rr.get("type", type);
+    rr.get("rope_type", type);
+    UNIME_CHECK(type == "mrope" || type == "default", where, ": rope_scaling type '", type,
+                "' is not supported for Qwen2-VL (mrope or default)");
+    UNIME_CHECK(rs.contains("mrope_section") && rs.at("mrope_section").is_array(), where,
+                ": rope_scaling needs 'mrope_section' (a list of 3 integers) for Qwen2-VL");
+    for (const json& x : rs.at("mrope_section")) {
+      UNIME_CHECK(x.is_number_integer() && x.get<int64_t>() > 0, where,
+                  ": rope_scaling.mrope_section entries must be positive integers, got ", x.dump());
+      section.push_back(x.get<int64_t>());
+    }
+    t.erase("rope_scaling");
+  }
+  mc.text = parse_decoder(t, "qwen2", where);
+  DecoderConfig& d = *mc.text;
+  UNIME_CHECK(section.size() == 3, where, ": rope_scaling.mrope_section must have 3 entries "
+              "(temporal, height, width), got ", section.size());
+  int64_t sum = 0;
+  for (int64_t x : section) sum += x;
+  UNIME_CHECK(sum * 2 == d.head_dim, where, ": rope_scaling.mrope_section sums to ", sum,
+              "; expected head_dim / 2 = ", d.head_dim / 2);
+  d.mrope_section = section;
+
+  Qwen2VLFields& q = mc.qwen2vl;
+  for (const json* src : {static_cast<const json*>(&t), &j}) {  // text_config (merged), then the top level
+    Reader r{*src, where};
+    r.get("image_token_id", q.image_token_id);
+    r.get("video_token_id", q.video_token_id);
+    r.get("vision_start_token_id", q.vision_start_token_id);
+    r.get("vision_end_token_id", q.vision_end_token_id);
+  }
+  for (auto [k, v] : {std::pair{"image_token_id", q.image_token_id},
+                      {"vision_start_token_id", q.vision_start_token_id}})
+    UNIME_CHECK(v >= 0 && v < d.vocab_size, where, ": ", k, " ", v, " is outside the vocabulary (vocab_size ",
+                d.vocab_size, ")");
+
+  Qwen2VLVisionConfig v;
+  const json vj = j.contains("vision_config") && j.at("vision_config").is_object() ? j.at("vision_config")
+                                                                                    : json::object();
+  const std::string vw = where + ": vision_config";
+  Reader r{vj, vw};
+  r.get("depth", v.depth);
+  r.get("embed_dim", v.embed_dim);
+  r.get("hidden_size", v.hidden_size);
+  r.get("hidden_act", v.hidden_act);
+  r.get("mlp_ratio", v.mlp_ratio);
+  r.get("num_heads", v.num_heads);
+  r.get("in_chans", v.in_channels);
+  r.get("in_channels", v.in_channels);
+  r.get("patch_size", v.patch_size);
+  r.get("spatial_merge_size", v.spatial_merge_size);
+  r.get("temporal_patch_size", v.temporal_patch_size);
+  for (auto [k, x] : {std::pair{"depth", v.depth}, {"embed_dim", v.embed_dim}, {"hidden_size", v.hidden_size},
+                      {"num_heads", v.num_heads}, {"in_channels", v.in_channels}, {"patch_size", v.patch_size},
+                      {"spatial_merge_size", v.spatial_merge_size},
+                      {"temporal_patch_size", v.temporal_patch_size}})
+    require_positive(vw, k, x);
+  UNIME_CHECK(v.mlp_ratio > 0, vw, ": mlp_ratio must be positive");
+  UNIME_CHECK(v.embed_dim % v.num_heads == 0 && (v.embed_dim / v.num_heads) % 4 == 0, vw,
+              ": embed_dim / num_heads must be a multiple of 4 (2-D rotary), got ", v.embed_dim, " / ",
+              v.num_heads);
+  UNIME_CHECK(v.hidden_size == d.hidden_size, vw, ": hidden_size ", v.hidden_size,
+              " (the merger's output) must equal the decoder hidden_size ", d.hidden_size);
+  UNIME_CHECK(v.hidden_act == "quick_gelu" || v.hidden_act == "gelu" || v.hidden_act == "gelu_pytorch_tanh" ||
+                  v.hidden_act == "gelu_new" || v.hidden_act == "silu",
+              vw, ": hidden_act '", v.hidden_act, "' is not supported");
+  mc.qwen2vl_vision = v;
+}
+
 }  // namespace
 
 int64_t ModelConfig::image_feature_tokens() const {
@@ -249,7 +370,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
     static const std::pair<const char*, const char*> kByType[] = {
         {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},
         {"qwen2", "Qwen2ForCausalLM"},     {"clip_vision_model", "CLIPVisionModel"},
-        {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"}};
+        {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"},
+        {"llava_next", "LlavaNextForConditionalGeneration"},
+        {"qwen2_vl", "Qwen2VLForConditionalGeneration"}};
     for (auto [t, a] : kByType)
       if (mc.model_type == t) mc.architecture = a;
     UNIME_CHECK(!mc.architecture.empty(), where, ": no 'architectures' and unknown model_type '",
@@ -288,7 +411,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
       mc.vision = vc;
       break;
     }
-    case Arch::Llava: {
+    case Arch::Llava:
+    case Arch::LlavaNext: {
       json t = j.contains("text_config") && j.at("text_config").is_object() ? j.at("text_config") : json::object();
       std::string ttype = "llama";
       if (t.contains("model_type") && t.at("model_type").is_string()) ttype = t.at("model_type").get<std::string>();
@@ -299,7 +423,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
         UNIME_CHECK(vt == "clip_vision_model", where, ": vision_config model_type '", vt,
                     "' is not supported (clip_vision_model)");
       }
-      mc.vision = parse_clip_vision(v, where + ": vision_config", true);
+      // LlavaConfig: vision_config=None -> CLIP ViT-L/14-336; a given dict -> CLIPVisionConfig(**d)
+      mc.vision = parse_clip_vision(v, where + ": vision_config", !j.contains("vision_config") ||
+                                                                      !j.at("vision_config").is_object());
       LlavaFields& L = mc.llava;
       if (r.has("image_token_index")) r.get("image_token_index", L.image_token_id);
       if (r.has("image_token_id")) r.get("image_token_id", L.image_token_id);
@@ -337,8 +463,12 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
       UNIME_CHECK(L.image_token_id >= 0 && L.image_token_id < mc.text->vocab_size, where,
                   ": image token id ", L.image_token_id, " is outside the vocabulary (vocab_size ",
                   mc.text->vocab_size, ")");
+      if (mc.arch == Arch::LlavaNext) parse_llava_next(j, mc, where);
       break;
     }
+    case Arch::Qwen2VL:
+      parse_qwen2vl(j, mc, where);
+      break;
   }
   return mc;
 }

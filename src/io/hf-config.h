@@ -1,9 +1,10 @@
 // Hugging Face config.json -> validated config structs, with HF's class defaults applied.
 // Mirrors transformers' LlamaConfig / MistralConfig / Qwen2Config / CLIPVisionConfig /
-// CLIPConfig / LlavaConfig. Field names are the config.json keys (STYLE.md B3).
+// CLIPConfig / LlavaConfig / LlavaNextConfig. Field names are the config.json keys (STYLE.md B3).
 // All user-file parsing lives in io/ (STYLE.md B1): nothing past here re-validates.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ struct DecoderConfig {
   bool    mlp_bias            = false;
   std::string hidden_act      = "silu";
   bool    tie_word_embeddings = false;
+  /// M-RoPE (Qwen2-VL `rope_scaling.mrope_section`): the d/2 frequencies split into consecutive
+  /// temporal / height / width runs; empty = plain 1-D RoPE.
+  std::vector<int64_t> mrope_section;
   int64_t sliding_window      = 0;         // 0 = none (Mistral default 4096)
   int64_t max_window_layers   = 0;         // Qwen2: layers >= this use the window
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
@@ -62,6 +66,28 @@ struct ClipVisionConfig {
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
 };
 
+/// Qwen2-VL vision transformer (Qwen2VLVisionConfig; config.json "vision_config").
+struct Qwen2VLVisionConfig {
+  int64_t depth               = 32;
+  int64_t embed_dim           = 1280;      // Dv
+  int64_t hidden_size         = 3584;      // merger output = decoder hidden_size
+  std::string hidden_act      = "quick_gelu";
+  double  mlp_ratio           = 4;
+  int64_t num_heads           = 16;
+  int64_t in_channels         = 3;         // `in_channels` (or the older `in_chans`)
+  int64_t patch_size          = 14;
+  int64_t spatial_merge_size  = 2;
+  int64_t temporal_patch_size = 2;
+};
+
+/// Qwen2-VL special tokens (Qwen2VLConfig).
+struct Qwen2VLFields {
+  int64_t image_token_id        = 151655;  // <|image_pad|>
+  int64_t video_token_id        = 151656;
+  int64_t vision_start_token_id = 151652;  // <|vision_start|>
+  int64_t vision_end_token_id   = 151653;
+};
+
 /// Supported top-level architectures (config.json "architectures"[0]). Listed explicitly.
 enum class Arch {
   Llama,      ///< LlamaForCausalLM
@@ -70,6 +96,8 @@ enum class Arch {
   ClipVision, ///< CLIPVisionModel
   Clip,       ///< CLIPModel (vision tower + visual_projection used)
   Llava,      ///< LlavaForConditionalGeneration
+  LlavaNext,  ///< LlavaNextForConditionalGeneration (LLaVA-1.6: AnyRes tiles + image_newline)
+  Qwen2VL,    ///< Qwen2VLForConditionalGeneration (native-resolution ViT, M-RoPE Qwen2 decoder)
 };
 
 const char* arch_name(Arch a);
@@ -83,6 +111,9 @@ struct LlavaFields {
   bool multimodal_projector_bias = true;
   int64_t image_token_id = 32000;          // `image_token_index` (older) / `image_token_id`
   int64_t image_seq_length = 576;
+  /// LLaVA-NeXT: candidate (height, width) resolutions of the AnyRes grid, each a multiple of the
+  /// vision image_size (LlavaNextConfig default: 336x672, 672x336, 672x672, 1008x336, 336x1008).
+  std::vector<std::array<int64_t, 2>> image_grid_pinpoints;
 };
 
 /// A whole model's config.json.
@@ -93,9 +124,14 @@ struct ModelConfig {
   std::string torch_dtype;                 // as written ("float32", "bfloat16", ...) or ""
   std::optional<DecoderConfig> text;       // decoder (LLMs, LLaVA)
   std::optional<ClipVisionConfig> vision;  // CLIP tower (CLIP*, LLaVA)
-  LlavaFields llava;                       // LLaVA only
+  LlavaFields llava;                       // LLaVA, LLaVA-NeXT
+  std::optional<Qwen2VLVisionConfig> qwen2vl_vision;  // Qwen2-VL
+  Qwen2VLFields qwen2vl;                   // Qwen2-VL
 
-  /// Number of feature tokens one image contributes to the decoder (LLaVA).
+  /// LLaVA and LLaVA-NeXT (both use the `llava` fields, the projector and a CLIP tower).
+  bool is_llava_family() const { return arch == Arch::Llava || arch == Arch::LlavaNext; }
+  /// Number of feature tokens one image contributes to the decoder (LLaVA). LLaVA-NeXT: the base
+  /// image's share only; the full count depends on the image size (vision/llava-next-processor.h).
   int64_t image_feature_tokens() const;
 };
 

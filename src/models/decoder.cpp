@@ -16,10 +16,19 @@ DecoderImpl::DecoderImpl(const io::DecoderConfig& c) : cfg_(c) {
 
 torch::Tensor DecoderImpl::embed(const torch::Tensor& ids) { return embed_tokens(ids); }
 
+Rope DecoderImpl::rope(const torch::Tensor& positions, torch::ScalarType dtype) const {
+  if (positions.dim() == 3) return rope_tables_mrope(inv_freq_, positions, cfg_.mrope_section, dtype);
+  return rope_tables(inv_freq_, positions, dtype);
+}
+
 torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const torch::Tensor& positions,
                                    const torch::Tensor& key_real) {
+  return forward(embeds, rope(positions, embeds.scalar_type()), key_real);
+}
+
+torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const Rope& rope,
+                                   const torch::Tensor& key_real) {
   const auto dtype = embeds.scalar_type();
-  Rope rope = rope_tables(inv_freq_, positions, dtype);
   // Mistral windows every layer; Qwen2 only layers >= max_window_layers; Llama none.
   torch::Tensor full = causal_mask(key_real, 0, dtype);
   torch::Tensor windowed;
@@ -35,11 +44,16 @@ torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const torch::Ten
 }
 
 torch::Tensor DecoderImpl::forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens) {
+  std::vector<torch::Tensor> pos;
+  for (int64_t L : lens)
+    pos.push_back(torch::arange(L, torch::TensorOptions().dtype(torch::kInt64).device(embeds.device())));
+  return forward_packed(embeds, lens, rope_tables(inv_freq_, torch::cat(pos).unsqueeze(0), embeds.scalar_type()));
+}
+
+torch::Tensor DecoderImpl::forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens,
+                                          const Rope& rope) {
   const auto dtype = embeds.scalar_type();
   auto dev = embeds.device();
-  std::vector<torch::Tensor> pos;
-  for (int64_t L : lens) pos.push_back(torch::arange(L, torch::TensorOptions().dtype(torch::kInt64).device(dev)));
-  Rope rope = rope_tables(inv_freq_, torch::cat(pos).unsqueeze(0), dtype);  // [1, N, d]
   // one mask per distinct length (and window), shared by every layer
   std::map<int64_t, torch::Tensor> full_by_len, win_by_len;
   Segments full, windowed;

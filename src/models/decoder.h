@@ -19,6 +19,13 @@ class DecoderImpl : public torch::nn::Module {
   /// Packed sequences without padding: embeds [1, N, D] holding sequences of `lens` back to
   /// back (positions restart at 0 for each). Returns [1, N, D] before the final norm.
   torch::Tensor forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens);
+  /// As forward with ready rotary tables (M-RoPE: rope_tables_mrope of [3, B, T] positions).
+  torch::Tensor forward(const torch::Tensor& embeds, const Rope& rope, const torch::Tensor& key_real);
+  /// As forward_packed with ready rotary tables for the packed positions ([1, N, d]).
+  torch::Tensor forward_packed(const torch::Tensor& embeds, const std::vector<int64_t>& lens,
+                               const Rope& rope);
+  /// Rotary tables for positions [B, T] (1-D RoPE) or [3, B, T] (M-RoPE configs) in dtype.
+  Rope rope(const torch::Tensor& positions, torch::ScalarType dtype) const;
   /// ids: [B, T] -> [B, T, D]
   torch::Tensor embed(const torch::Tensor& ids);
 

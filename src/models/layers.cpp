@@ -73,6 +73,23 @@ Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
   return Rope{emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+Rope rope_tables_mrope(const torch::Tensor& inv_freq, const torch::Tensor& positions3,
+                       const std::vector<int64_t>& mrope_section, torch::ScalarType dtype) {
+  TORCH_CHECK(positions3.dim() == 3 && positions3.size(0) == 3, "rope_tables_mrope: positions must be [3, B, T]");
+  auto pos = positions3.to(torch::kFloat32);
+  auto inv = inv_freq.to(positions3.device());
+  std::vector<torch::Tensor> parts;
+  int64_t off = 0;
+  for (size_t s = 0; s < mrope_section.size(); ++s) {  // component s for its run of frequencies
+    const int64_t n = mrope_section[s];
+    parts.push_back(pos[s].unsqueeze(-1) * inv.narrow(0, off, n).view({1, 1, n}));  // [B, T, n]
+    off += n;
+  }
+  auto freqs = torch::cat(parts, -1);                                 // [B, T, d/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                          // [B, T, d]
+  return Rope{emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
 static torch::Tensor rotate_half(const torch::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
   auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);

@@ -40,6 +40,11 @@ torch::Tensor rope_inv_freq(const io::DecoderConfig& c);
 /// cos/sin for integer positions [B, T] -> Rope with [B, T, d] tensors cast to dtype.
 Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
                  torch::ScalarType dtype);
+/// M-RoPE (Qwen2VLRotaryEmbedding + apply_multimodal_rotary_pos_emb): positions [3, B, T]
+/// (temporal, height, width); frequency i < d/2 takes its position from the component whose
+/// mrope_section run holds i. Equal positions on all three = plain RoPE. -> Rope [B, T, d]
+Rope rope_tables_mrope(const torch::Tensor& inv_freq, const torch::Tensor& positions3,
+                       const std::vector<int64_t>& mrope_section, torch::ScalarType dtype);
 /// x: [B, H, T, d] -> x*cos + rotate_half(x)*sin
 torch::Tensor apply_rope(const torch::Tensor& x, const Rope& rope);
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "unime/runtime.h"
+#include "vision/llava-next-processor.h"
 
 namespace unime::models {
 
@@ -62,6 +63,14 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       prefix_decoder_ = "model.";
       key_lm_head_ = "lm_head.weight";
       break;
+    case io::Arch::Qwen2VL:
+      decoder_ = Decoder(*cfg.text);
+      qwen2vl_vision_ = Qwen2VLVision(*cfg.qwen2vl_vision);
+      // transformers >= 4.52 names; checkpoints saved before (all hub releases) are detected at load
+      prefix_decoder_ = "model.language_model.";
+      prefix_vision_ = "model.visual.";
+      key_lm_head_ = "lm_head.weight";
+      break;
     case io::Arch::ClipVision:
       vision_ = ClipVision(*cfg.vision);
       prefix_vision_ = "vision_model.";
@@ -71,7 +80,8 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       visual_projection_ = Linear(cfg.vision->hidden_size, cfg.vision->projection_dim, false);
       prefix_vision_ = "vision_model.";
       break;
-    case io::Arch::Llava: {
+    case io::Arch::Llava:
+    case io::Arch::LlavaNext: {
       decoder_ = Decoder(*cfg.text);
       vision_ = ClipVision(*cfg.vision);
       const int64_t in_dim =
@@ -83,6 +93,11 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       prefix_vision_ = "model.vision_tower.vision_model.";
       prefix_projector_ = "model.multi_modal_projector.";
       key_lm_head_ = "lm_head.weight";
+      if (cfg.arch == io::Arch::LlavaNext) {
+        extras_ = std::make_shared<torch::nn::Module>();
+        image_newline_ = extras_->register_parameter("image_newline", torch::zeros({cfg.text->hidden_size}));
+        prefix_extras_ = "model.";
+      }
       break;
     }
   }
@@ -92,6 +107,7 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
     if (t.tie_word_embeddings) lm_head_->weight = decoder_->embed_tokens->weight;
   }
   for (auto& [prefix, m] : modules()) m->to(dtype_);
+  if (extras_) image_newline_ = extras_->named_parameters()["image_newline"];
   if (lm_head_ && cfg.text->tie_word_embeddings) lm_head_->weight = decoder_->embed_tokens->weight;
 }
 
@@ -99,8 +115,10 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Model::m
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> out;
   if (decoder_) out.emplace_back(prefix_decoder_, decoder_.ptr());
   if (vision_) out.emplace_back(prefix_vision_, vision_.ptr());
+  if (qwen2vl_vision_) out.emplace_back(prefix_vision_, qwen2vl_vision_.ptr());
   if (projector_) out.emplace_back(prefix_projector_, projector_.ptr());
   if (visual_projection_) out.emplace_back("visual_projection.", visual_projection_.ptr());
+  if (extras_) out.emplace_back(prefix_extras_, extras_);
   return out;
 }
 
@@ -150,13 +168,19 @@ std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dty
   io::ModelConfig cfg = io::load_model_config(dir);
   io::Checkpoint ck = io::Checkpoint::open(dir);
   auto m = std::make_shared<Model>(cfg, dtype);
-  if (cfg.arch == io::Arch::Llava && !ck.has("model.language_model.embed_tokens.weight") &&
+  if (cfg.is_llava_family() && !ck.has("model.language_model.embed_tokens.weight") &&
       ck.has("language_model.model.embed_tokens.weight")) {
     // checkpoints saved before transformers 4.52
     m->prefix_decoder_ = "language_model.model.";
     m->prefix_vision_ = "vision_tower.vision_model.";
     m->prefix_projector_ = "multi_modal_projector.";
     m->key_lm_head_ = "language_model.lm_head.weight";
+    m->prefix_extras_ = "";  // LLaVA-NeXT: image_newline at the top level
+  }
+  if (cfg.arch == io::Arch::Qwen2VL && !ck.has("model.language_model.embed_tokens.weight") &&
+      ck.has("model.embed_tokens.weight")) {  // saved before transformers 4.52
+    m->prefix_decoder_ = "model.";
+    m->prefix_vision_ = "visual.";
   }
   if (cfg.arch == io::Arch::ClipVision && !ck.has("vision_model.embeddings.class_embedding") &&
       ck.has("vision_tower.vision_model.embeddings.class_embedding"))
@@ -170,7 +194,7 @@ std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dty
     for (auto& p : mod->named_parameters(true)) {
       // LLaVA never uses the CLIP tower's post_layernorm; HF loads it but it does not matter
       const std::string key = prefix + p.key();
-      if (cfg.arch == io::Arch::Llava && p.key().rfind("post_layernorm", 0) == 0 && !ck.has(key)) continue;
+      if (cfg.is_llava_family() && p.key().rfind("post_layernorm", 0) == 0 && !ck.has(key)) continue;
       load_into(ck, key, p.value(), hint);
     }
   }
@@ -204,6 +228,106 @@ torch::Tensor Model::image_features(const torch::Tensor& pixels) {
   return projector_(feats);                                         // [N, F, D]
 }
 
+torch::Tensor Model::image_features(const TokenBatch& batch) {
+  if (cfg_.arch == io::Arch::Qwen2VL) {
+    TORCH_CHECK(batch.image_grid_thw.defined(), "image_features: Qwen2-VL needs image_grid_thw");
+    return qwen2vl_vision_(batch.pixels.to(dtype_), batch.image_grid_thw);     // [sum t*h*w/m^2, D]
+  }
+  return image_features(batch.pixels, batch.image_sizes);
+}
+
+// get_rope_index (modeling_qwen2_vl.py), images only: text runs count up from the previous
+// maximum + 1 on all three components; an image's tokens get (t, row, col) on the merged grid
+// offset by the text before it. An image is one whose <|vision_start|> is followed by an image token.
+torch::Tensor Model::mrope_positions(const std::vector<int64_t>& ids, const torch::Tensor& grid_thw,
+                                     int64_t* next_image) const {
+  const auto& q = cfg_.qwen2vl;
+  const int64_t T = static_cast<int64_t>(ids.size()), m = cfg_.qwen2vl_vision->spatial_merge_size;
+  int64_t n_img = 0;
+  for (int64_t i = 0; i + 1 < T; ++i) n_img += ids[i] == q.vision_start_token_id && ids[i + 1] == q.image_token_id;
+  std::vector<int64_t> p[3];
+  int64_t st = 0, next = 0;  // next position index (max + 1)
+  auto text = [&](int64_t n) {
+    for (int64_t k = 0; k < n; ++k)
+      for (auto& c : p) c.push_back(next + k);
+    next += n;
+  };
+  for (int64_t k = 0; k < n_img; ++k) {
+    int64_t ed = st;
+    while (ed < T && ids[ed] != q.image_token_id) ++ed;
+    TORCH_CHECK(ed < T && grid_thw.defined() && *next_image < grid_thw.size(0),
+                "mrope_positions: more images in the tokens than in image_grid_thw");
+    const int64_t t = grid_thw[*next_image][0].item<int64_t>();
+    const int64_t gh = grid_thw[*next_image][1].item<int64_t>() / m, gw = grid_thw[*next_image][2].item<int64_t>() / m;
+    ++*next_image;
+    text(ed - st);
+    int64_t mx = 0;
+    for (int64_t a = 0; a < t; ++a)
+      for (int64_t b = 0; b < gh; ++b)
+        for (int64_t c = 0; c < gw; ++c) {
+          p[0].push_back(next + a);
+          p[1].push_back(next + b);
+          p[2].push_back(next + c);
+          mx = std::max({mx, a, b, c});
+        }
+    next += mx + 1;
+    st = ed + t * gh * gw;
+  }
+  if (st < T) text(T - st);
+  TORCH_CHECK(static_cast<int64_t>(p[0].size()) == T, "mrope_positions: an image's tokens run past the end");
+  return torch::stack({torch::tensor(p[0], torch::kInt64), torch::tensor(p[1], torch::kInt64),
+                       torch::tensor(p[2], torch::kInt64)});                 // [3, T]
+}
+
+int64_t Model::image_feature_tokens(int64_t height, int64_t width) const {
+  TORCH_CHECK(cfg_.arch != io::Arch::Qwen2VL, "image_feature_tokens: Qwen2-VL counts depend on the "
+              "processor's min/max pixels (vision::qwen2vl_image_tokens)");
+  if (cfg_.arch != io::Arch::LlavaNext) return cfg_.image_feature_tokens();
+  const auto& v = *cfg_.vision;
+  return vision::anyres_feature_tokens(height, width, cfg_.llava.image_grid_pinpoints, v.image_size,
+                                       v.image_size / v.patch_size);
+}
+
+// LLaVA-NeXT: LlavaNextModel.get_image_features + pack_image_features. pixels: [sum crops, C, S, S],
+// image_sizes [N, 2] (original height, width) -> [sum F_i, D]
+torch::Tensor Model::image_features(const torch::Tensor& pixels, const torch::Tensor& image_sizes) {
+  if (cfg_.arch != io::Arch::LlavaNext) return image_features(pixels).flatten(0, 1);  // [N*F, D]
+  TORCH_CHECK(image_sizes.defined() && image_sizes.dim() == 2 && image_sizes.size(1) == 2,
+              "image_features: LLaVA-NeXT needs image_sizes [N, 2]");
+  const auto& v = *cfg_.vision;
+  const auto& pins = cfg_.llava.image_grid_pinpoints;
+  const int64_t S = v.image_size, g = S / v.patch_size;
+  auto sizes = image_sizes.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t N = sizes.size(0);
+  int64_t total_crops = 0;
+  for (int64_t i = 0; i < N; ++i)
+    total_crops += vision::anyres_num_crops(sizes[i][0].item<int64_t>(), sizes[i][1].item<int64_t>(), pins, S);
+  TORCH_CHECK(pixels.size(0) == total_crops, "image_features: ", pixels.size(0), " crops for ", N,
+              " images that need ", total_crops);
+  auto feats = image_features(pixels);                              // [crops, g*g, D]
+  const int64_t D = feats.size(2);
+  auto newline = image_newline_.to(feats.scalar_type());
+  std::vector<torch::Tensor> out;
+  int64_t off = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t h = sizes[i][0].item<int64_t>(), w = sizes[i][1].item<int64_t>();
+    const auto [bh, bw] = vision::select_best_resolution(h, w, pins);
+    const int64_t nph = bh / S, npw = bw / S;
+    out.push_back(feats[off]);                                      // base image [g*g, D]
+    auto t = feats.narrow(0, off + 1, nph * npw)
+                 .view({nph, npw, g, g, D})
+                 .permute({4, 0, 2, 1, 3})                          // [D, nph, g, npw, g]
+                 .reshape({D, nph * g, npw * g});                   // [D, rows, cols]
+    // unpad_image: centre window with the original aspect ratio (same numbers as the processor)
+    const auto [rows, cols] = vision::anyres_unpadded_grid(h, w, pins, S, g);
+    t = t.narrow(1, (nph * g - rows) / 2, rows).narrow(2, (npw * g - cols) / 2, cols);
+    t = torch::cat({t, newline.view({D, 1, 1}).expand({D, rows, 1})}, 2);  // [D, rows, cols+1]
+    out.push_back(t.flatten(1, 2).transpose(0, 1));                 // [rows*(cols+1), D]
+    off += 1 + nph * npw;
+  }
+  return torch::cat(out, 0);                                        // [sum F_i, D]
+}
+
 std::vector<torch::Tensor> Model::clip_hidden_states(const torch::Tensor& pixels) {
   TORCH_CHECK(vision_, "clip_hidden_states: no vision tower");
   return vision_->hidden_states(pixels.to(dtype_), cfg_.vision->num_hidden_layers);
@@ -219,26 +343,49 @@ torch::Tensor Model::input_embeddings(const TokenBatch& batch) {
   TORCH_CHECK(decoder_, "input_embeddings: no decoder");
   auto ids = batch.ids;
   torch::Tensor is_image;
-  if (cfg_.arch == io::Arch::Llava) {
-    is_image = ids == cfg_.llava.image_token_id;                    // [B, T]
-    ids = ids.masked_fill(is_image, 0);  // image rows are replaced below
+  if (cfg_.is_llava_family() || cfg_.arch == io::Arch::Qwen2VL) {
+    is_image = ids == (cfg_.arch == io::Arch::Qwen2VL ? cfg_.qwen2vl.image_token_id : cfg_.llava.image_token_id);
+    ids = ids.masked_fill(is_image, 0);  // image rows are replaced below       [B, T]
   }
   auto emb = decoder_->embed(ids);                                  // [B, T, D]
   if (!is_image.defined()) return emb;
   const int64_t n_tok = is_image.sum().item<int64_t>();
   if (n_tok == 0) return emb;
   TORCH_CHECK(batch.pixels.defined(), "input_embeddings: image tokens but no pixels");
-  auto feats = image_features(batch.pixels);                        // [N, F, D]
-  TORCH_CHECK(feats.size(0) * feats.size(1) == n_tok, "input_embeddings: ", n_tok,
-              " image tokens for ", feats.size(0), " images x ", feats.size(1), " features");
+  auto feats = image_features(batch);                               // [sum F_i, D]
+  TORCH_CHECK(feats.size(0) == n_tok, "input_embeddings: ", n_tok, " image tokens for ",
+              feats.size(0), " image features");
   auto mask = is_image.unsqueeze(-1).expand_as(emb);
   return emb.masked_scatter(mask, feats.to(emb.scalar_type()).reshape({-1}));
 }
 
+// M-RoPE positions [3, B, T] of a padded batch: each row's real tokens through get_rope_index;
+// padding gets 1 as in HF (masked out anyway)
+static torch::Tensor mrope_positions_padded(const Model& m, const TokenBatch& batch) {
+  auto ids = batch.ids.to(torch::kCPU).contiguous();
+  auto real = batch.key_real.to(torch::kCPU).contiguous();
+  const int64_t B = ids.size(0), T = ids.size(1);
+  auto grid = batch.image_grid_thw.defined() ? batch.image_grid_thw.to(torch::kCPU, torch::kInt64) : torch::Tensor();
+  auto pos = torch::ones({3, B, T}, torch::kInt64);
+  int64_t next_image = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> row, cols;
+    for (int64_t t = 0; t < T; ++t)
+      if (real[b][t].item<bool>()) {
+        row.push_back(ids[b][t].item<int64_t>());
+        cols.push_back(t);
+      }
+    auto p = m.mrope_positions(row, grid, &next_image);                      // [3, L]
+    pos.select(1, b).index_copy_(1, torch::tensor(cols, torch::kInt64), p);
+  }
+  return pos.to(batch.ids.device());
+}
+
 // decoder output before the final norm for a padded batch: [B, T, D]
 static torch::Tensor padded_forward(Model& m, const TokenBatch& batch) {
-  return m.decoder_->forward(m.input_embeddings(batch), positions_from_mask(batch.key_real),
-                             batch.key_real);
+  auto positions = m.config().arch == io::Arch::Qwen2VL ? mrope_positions_padded(m, batch)
+                                                        : positions_from_mask(batch.key_real);
+  return m.decoder_->forward(m.input_embeddings(batch), positions, batch.key_real);
 }
 
 torch::Tensor Model::hidden(const TokenBatch& batch) {
@@ -257,9 +404,31 @@ torch::Tensor Model::last_token_hidden(const TokenBatch& batch) {
 
 torch::Tensor Model::last_token_hidden_packed(const torch::Tensor& ids, const std::vector<int64_t>& lens,
                                              const torch::Tensor& pixels) {
+  return last_token_hidden_packed(TokenBatch{ids, {}, pixels}, lens);
+}
+
+torch::Tensor Model::last_token_hidden_packed(const TokenBatch& packed, const std::vector<int64_t>& lens) {
+  const auto& ids = packed.ids;
   auto real = torch::ones(ids.sizes(), torch::TensorOptions().dtype(torch::kBool).device(ids.device()));
-  auto emb = input_embeddings(TokenBatch{ids, real, pixels});      // [1, N, D]
-  auto h = decoder_->forward_packed(emb, lens)[0];                  // [N, D]
+  auto emb = input_embeddings(TokenBatch{ids, real, packed.pixels, packed.image_sizes,
+                                         packed.image_grid_thw});   // [1, N, D]
+  torch::Tensor h;
+  if (cfg_.arch == io::Arch::Qwen2VL) {  // M-RoPE positions per sequence, packed: [3, 1, N]
+    auto flat = ids.to(torch::kCPU).contiguous();
+    const int64_t* p = flat.data_ptr<int64_t>();
+    auto grid = packed.image_grid_thw.defined() ? packed.image_grid_thw.to(torch::kCPU, torch::kInt64)
+                                                : torch::Tensor();
+    std::vector<torch::Tensor> pos;
+    int64_t off = 0, next_image = 0;
+    for (int64_t L : lens) {
+      pos.push_back(mrope_positions(std::vector<int64_t>(p + off, p + off + L), grid, &next_image));
+      off += L;
+    }
+    auto pos3 = torch::cat(pos, 1).unsqueeze(1).to(ids.device());
+    h = decoder_->forward_packed(emb, lens, decoder_->rope(pos3, emb.scalar_type()))[0];  // [N, D]
+  } else {
+    h = decoder_->forward_packed(emb, lens)[0];                     // [N, D]
+  }
   std::vector<int64_t> last;
   int64_t off = 0;
   for (int64_t L : lens) {
@@ -271,6 +440,29 @@ torch::Tensor Model::last_token_hidden_packed(const torch::Tensor& ids, const st
 }
 
 // ---- image tokens -------------------------------------------------------------------------------
+
+std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
+                                         const std::vector<int64_t>& n_feat, const std::string& where) {
+  int64_t count = 0, total = 0;
+  for (int64_t t : ids) count += t == image_token;
+  for (int64_t f : n_feat) total += f;
+  const int64_t n_images = static_cast<int64_t>(n_feat.size());
+  if (count == total) return ids;  // runs of the feature counts used in place
+  if (count == n_images) {
+    std::vector<int64_t> out;
+    out.reserve(ids.size() + total);
+    size_t k = 0;
+    for (int64_t t : ids) {
+      if (t == image_token) out.insert(out.end(), n_feat[k++], image_token);
+      else out.push_back(t);
+    }
+    return out;
+  }
+  std::string counts;
+  for (int64_t f : n_feat) counts += (counts.empty() ? "" : " + ") + std::to_string(f);
+  throw Error(str(where, ": ", count, " image tokens (id ", image_token, ") for ", n_images,
+                  " image(s); expected one per image or ", counts, " (the images' feature tokens)"));
+}
 
 std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
                                          int64_t n_images, int64_t n_feat, const std::string& where) {

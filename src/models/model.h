@@ -12,6 +12,7 @@
 #include "io/hf-config.h"
 #include "models/decoder.h"
 #include "models/vision-clip.h"
+#include "models/vision-qwen2vl.h"
 
 namespace unime::models {
 
@@ -31,6 +32,9 @@ struct TokenBatch {
   torch::Tensor ids;       // [B, T] int64
   torch::Tensor key_real;  // [B, T] bool: false at padding
   torch::Tensor pixels;    // [N, C, S, S] float32, images in order of appearance; may be undefined
+                           // LLaVA-NeXT: [sum of crops, C, S, S], each image's base + tiles
+  torch::Tensor image_sizes;  // LLaVA-NeXT: [N, 2] int64 original (height, width) of each image
+  torch::Tensor image_grid_thw;  // Qwen2-VL: [N, 3] int64 patch grid; pixels [sum t*h*w, C*tp*p*p]
 };
 
 class Model {
@@ -44,10 +48,21 @@ class Model {
   const io::ModelConfig& config() const { return cfg_; }
   torch::ScalarType dtype() const { return dtype_; }
   bool has_decoder() const { return static_cast<bool>(decoder_); }
-  bool has_vision() const { return static_cast<bool>(vision_); }
+  bool has_vision() const { return static_cast<bool>(vision_) || static_cast<bool>(qwen2vl_vision_); }
 
   /// LLaVA: image features as the decoder sees them. pixels [N, C, S, S] -> [N, F, D]
   torch::Tensor image_features(const torch::Tensor& pixels);
+  /// Image features of every image in order, as the decoder's image-token rows receive them:
+  /// LLaVA [N * F, D]; LLaVA-NeXT (pixels [sum crops, C, S, S], image_sizes [N, 2]) [sum F_i, D].
+  torch::Tensor image_features(const torch::Tensor& pixels, const torch::Tensor& image_sizes);
+  /// Image features of a batch's images for any vision-language architecture: [sum F_i, D]
+  torch::Tensor image_features(const TokenBatch& batch);
+  /// Qwen2-VL get_rope_index for one unpadded sequence: ids [T], grid_thw [n, 3] of its images
+  /// (consumed from row `*next_image`, advanced past the images found) -> positions [3, T] int64.
+  torch::Tensor mrope_positions(const std::vector<int64_t>& ids, const torch::Tensor& grid_thw,
+                                int64_t* next_image) const;
+  /// Feature tokens an image of height x width contributes (LLaVA: fixed; LLaVA-NeXT: AnyRes).
+  int64_t image_feature_tokens(int64_t height, int64_t width) const;
   /// CLIP*: pooled vision output, projected for CLIPModel. pixels -> [N, Dv or proj]
   torch::Tensor clip_image_embeds(const torch::Tensor& pixels);
   /// CLIP* vision hidden states (HF output_hidden_states) up to the last layer.
@@ -65,6 +80,8 @@ class Model {
   /// sequence): ids [1, N] holding sequences of `lens`, pixels in order. -> [B, D], B = lens.size()
   torch::Tensor last_token_hidden_packed(const torch::Tensor& ids, const std::vector<int64_t>& lens,
                                          const torch::Tensor& pixels);
+  /// As above with every image input of `packed` (ids [1, N]; key_real is ignored).
+  torch::Tensor last_token_hidden_packed(const TokenBatch& packed, const std::vector<int64_t>& lens);
 
   /// Every module, for parameter counts and LoRA wrapping: (prefix in HF keys, module).
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> modules() const;
@@ -73,10 +90,14 @@ class Model {
 
   Decoder decoder_{nullptr};
   ClipVision vision_{nullptr};
+  Qwen2VLVision qwen2vl_vision_{nullptr};  // Qwen2-VL (under prefix_vision_)
   Projector projector_{nullptr};
   Linear visual_projection_{nullptr};  // CLIPModel only
   Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens
-  std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_;
+  /// LLaVA-NeXT: holds `image_newline` [D] (key "image_newline" legacy, "model.image_newline" new)
+  std::shared_ptr<torch::nn::Module> extras_;
+  torch::Tensor image_newline_;
+  std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_, prefix_extras_;
 
  private:
   io::ModelConfig cfg_;
@@ -89,6 +110,11 @@ class Model {
 /// naming `where`.
 std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
                                          int64_t n_images, int64_t n_feat, const std::string& where);
+/// As above with a feature count per image (LLaVA-NeXT: counts depend on each image's size): a
+/// sequence holding sum(n_feat) image tokens is used in place; one holding one token per image
+/// gets the i-th expanded to n_feat[i] copies.
+std::vector<int64_t> expand_image_tokens(const std::vector<int64_t>& ids, int64_t image_token,
+                                         const std::vector<int64_t>& n_feat, const std::string& where);
 
 /// The default dtype for this machine: bf16 where the CPU has native bf16 (AMX / avx512_bf16) or a
 /// CUDA device is used, else f32.

@@ -17,6 +17,19 @@ JOBS.json is a list of jobs; each has an "op":
       convert_rgb, resize via PIL (get_resize_output_image_size with default_to_square=False),
       center_crop with zero padding, rescale in float64 -> float32, normalize in float32, CHW;
       saved as float32 [1, 3, H, W].
+  {"op": "llava_next", "src": IMG, "config": PREPROCESSOR_CONFIG, "out": NPY}
+      numpy + PIL re-implementation of LlavaNextImageProcessor.preprocess for one image
+      (image_processing_llava_next.py: select_best_resolution, _resize_for_patching,
+      _pad_for_patching, divide_to_patches, the base image resized to size x size, then _preprocess
+      on each crop) -> float32 [1 + tiles, 3, S, S]; NPY.json holds {"image_size": [h, w],
+      "num_image_tokens": n} with n from LlavaNextProcessor._get_number_of_features (minus 1 for
+      the "default" strategy, num_additional_image_tokens 1, as llava-v1.6 processors are saved).
+  {"op": "qwen2vl", "src": IMG, "config": PREPROCESSOR_CONFIG, "out": NPY}
+      numpy + PIL re-implementation of Qwen2VLImageProcessor._preprocess for one image
+      (image_processing_qwen2_vl.py: smart_resize, PIL resize, rescale, normalize, the frame repeated
+      to temporal_patch_size, the 9-D reshape/transpose into merge-ordered patches) -> float32
+      [t*gh*gw, C*tp*p*p]; NPY.json holds {"image_grid_thw": [t, gh, gw], "num_image_tokens": n}
+      with n = t*gh*gw // merge_size**2 (processing_qwen2_vl.py).
 """
 import json
 import math
@@ -164,6 +177,126 @@ def clip_preprocess(src, cfg_path):
     return np.ascontiguousarray(image)
 
 
+# ---- LlavaNextImageProcessor / LlavaNextProcessor, re-implemented ----------
+
+def select_best_resolution(original_size, possible_resolutions):
+    original_height, original_width = original_size
+    best_fit, max_effective, min_wasted = None, 0, float("inf")
+    for height, width in possible_resolutions:
+        scale = min(width / original_width, height / original_height)
+        dw, dh = int(original_width * scale), int(original_height * scale)
+        effective = min(dw * dh, original_width * original_height)
+        wasted = width * height - effective
+        if effective > max_effective or (effective == max_effective and wasted < min_wasted):
+            max_effective, min_wasted, best_fit = effective, wasted, (height, width)
+    return best_fit
+
+
+def _patch_output_size(h, w, target):
+    th, tw = target
+    scale_w, scale_h = tw / w, th / h
+    if scale_w < scale_h:
+        return min(math.ceil(h * scale_w), th), tw
+    return th, min(math.ceil(w * scale_h), tw)
+
+
+def _pil_resize(image, h, w, resample):
+    return np.array(Image.fromarray(image).resize((w, h), resample=resample, reducing_gap=None))
+
+
+def llava_next_preprocess(src, cfg_path):
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    size = get_size_dict(cfg.get("size", {"shortest_edge": 224}), default_to_square=False)
+    crop = get_size_dict(cfg.get("crop_size", {"height": 224, "width": 224}), default_to_square=True)
+    pins = cfg.get("image_grid_pinpoints", [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
+    resample = cfg.get("resample", 3)
+    mean = np.array(cfg.get("image_mean", OPENAI_CLIP_MEAN), dtype=np.float32)
+    std = np.array(cfg.get("image_std", OPENAI_CLIP_STD), dtype=np.float32)
+    image = np.array(Image.open(src).convert("RGB"))
+    h, w = image.shape[:2]
+    best = select_best_resolution((h, w), pins)
+    nh, nw = _patch_output_size(h, w, best)
+    resized = _pil_resize(image, nh, nw, resample)
+    paste_x, r_x = divmod(best[1] - nw, 2)
+    paste_y, r_y = divmod(best[0] - nh, 2)
+    padded = np.pad(resized, ((paste_y, paste_y + r_y), (paste_x, paste_x + r_x), (0, 0)))
+    P = crop["height"]
+    patches = [padded[i:i + P, j:j + P] for i in range(0, best[0], P) for j in range(0, best[1], P)]
+    base_side = size["shortest_edge"] if "shortest_edge" in size else min(size["height"], size["width"])
+    crops = [_pil_resize(image, base_side, base_side, resample)] + patches
+    out = []
+    for im in crops:  # _preprocess: resize (shortest edge), center crop, rescale, normalize
+        if "shortest_edge" in size:
+            oh, ow = get_resize_output_image_size(*im.shape[:2], size["shortest_edge"], False)
+        else:
+            oh, ow = size["height"], size["width"]
+        im = _pil_resize(im, oh, ow, resample) if (oh, ow) != im.shape[:2] else im
+        im = center_crop(im, crop["height"], crop["width"])
+        x = (im.astype(np.float64) * cfg.get("rescale_factor", 1 / 255)).astype(np.float32)
+        out.append(((x - mean) / std).astype(np.float32).transpose(2, 0, 1))
+    # processing_llava_next.py: _get_number_of_features(orig_height, orig_width, height, width)
+    patch_size = cfg.get("patch_size_for_tokens")  # the vision patch size, passed by the test
+    height, width = out[0].shape[1:]
+    bh, bw = best
+    scale_height, scale_width = bh // height, bw // width
+    patches_height, patches_width = height // patch_size, width // patch_size
+    current_height, current_width = patches_height * scale_height, patches_width * scale_width
+    if w / h > current_width / current_height:
+        new_height = int(round(h * (current_width / w), 7))
+        current_height -= ((current_height - new_height) // 2) * 2
+    else:
+        new_width = int(round(w * (current_height / h), 7))
+        current_width -= ((current_width - new_width) // 2) * 2
+    unpadded, newline = current_height * current_width, current_height
+    base = patches_height * patches_width + 1  # num_additional_image_tokens = 1 (the CLS)
+    n_tokens = unpadded + newline + base - 1   # "default" strategy drops the CLS
+    return np.ascontiguousarray(np.stack(out)), {"image_size": [h, w], "num_image_tokens": n_tokens}
+
+
+# ---- Qwen2VLImageProcessor, re-implemented ----------------------------------
+
+def smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280):
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def qwen2vl_preprocess(src, cfg):
+    p, tp, m = cfg.get("patch_size", 14), cfg.get("temporal_patch_size", 2), cfg.get("merge_size", 2)
+    min_pixels, max_pixels = cfg.get("min_pixels", 56 * 56), cfg.get("max_pixels", 28 * 28 * 1280)
+    mean = np.array(cfg.get("image_mean", OPENAI_CLIP_MEAN), dtype=np.float32)
+    std = np.array(cfg.get("image_std", OPENAI_CLIP_STD), dtype=np.float32)
+    image = np.array(Image.open(src).convert("RGB"))
+    h, w = image.shape[:2]
+    rh, rw = smart_resize(h, w, factor=p * m, min_pixels=min_pixels, max_pixels=max_pixels)
+    image = np.array(Image.fromarray(image).resize((rw, rh), resample=cfg.get("resample", 3), reducing_gap=None))
+    x = (image.astype(np.float64) * cfg.get("rescale_factor", 1 / 255)).astype(np.float32)
+    x = ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)   # CHW
+    patches = np.array([x])
+    if patches.shape[0] % tp != 0:
+        repeats = np.repeat(patches[-1][np.newaxis], tp - 1, axis=0)
+        patches = np.concatenate([patches, repeats], axis=0)
+    channel = patches.shape[1]
+    grid_t = patches.shape[0] // tp
+    grid_h, grid_w = rh // p, rw // p
+    patches = patches.reshape(grid_t, tp, channel, grid_h // m, m, p, grid_w // m, m, p)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = patches.reshape(grid_t * grid_h * grid_w, channel * tp * p * p)
+    return np.ascontiguousarray(flat), {"image_grid_thw": [grid_t, grid_h, grid_w],
+                                        "num_image_tokens": grid_t * grid_h * grid_w // (m * m)}
+
+
 def main():
     with open(sys.argv[1]) as f:
         jobs = json.load(f)
@@ -179,6 +312,23 @@ def main():
             save_raw(np.array(out), job["out"])
         elif op == "clip":
             np.save(job["out"], clip_preprocess(job["src"], job["config"]))
+        elif op == "qwen2vl":
+            with open(job["config"]) as f:
+                arr, info = qwen2vl_preprocess(job["src"], json.load(f))
+            np.save(job["out"], arr)
+            with open(job["out"] + ".json", "w") as f:
+                json.dump(info, f)
+        elif op == "llava_next":
+            with open(job["config"]) as f:
+                cfg = json.load(f)
+            cfg["patch_size_for_tokens"] = job["patch_size"]
+            cfg_path = job["out"] + ".cfg.json"
+            with open(cfg_path, "w") as f:
+                json.dump(cfg, f)
+            arr, info = llava_next_preprocess(job["src"], cfg_path)
+            np.save(job["out"], arr)
+            with open(job["out"] + ".json", "w") as f:
+                json.dump(info, f)
         else:
             raise SystemExit(f"pil_ref.py: unknown op {op}")
 

@@ -6,7 +6,12 @@ Mirrors transformers' modeling code line by line (HF is not installable here):
     modeling_rope_utils.py for rope_type default / linear / llama3, masking_utils.py for sliding windows)
   - CLIPVisionModel / CLIPModel                                (models/clip/modeling_clip.py)
   - LlavaForConditionalGeneration, both key layouts           (models/llava/modeling_llava.py)
-with the config-class defaults of configuration_{llama,mistral,qwen2,clip,llava}.py (see README.md).
+  - LlavaNextForConditionalGeneration, both key layouts       (models/llava_next/modeling_llava_next.py:
+    image_size_to_num_patches, get_anyres_image_grid_shape, unpad_image, pack_image_features)
+  - Qwen2VLForConditionalGeneration, both key layouts         (models/qwen2_vl/modeling_qwen2_vl.py: the
+    vision transformer with 2-D rotary + PatchMerger, get_rope_index, M-RoPE)
+with the config-class defaults of configuration_{llama,mistral,qwen2,clip,llava,llava_next,qwen2_vl}.py
+(see README.md).
 
 Usage:
   reference.py --model DIR --inputs IN.json --output REF.safetensors [--dtype float32|bfloat16|float64]
@@ -74,6 +79,17 @@ LLAVA_DEFAULTS = dict(  # LlavaConfig
 LLAVA_VISION_WHEN_MISSING = dict(intermediate_size=4096, hidden_size=1024, patch_size=14,
                                  image_size=336, num_hidden_layers=24, num_attention_heads=16,
                                  projection_dim=768)
+LLAVA_NEXT_DEFAULTS = dict(LLAVA_DEFAULTS)  # LlavaNextConfig
+LLAVA_NEXT_DEFAULTS["image_grid_pinpoints"] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+QWEN2VL_TEXT_DEFAULTS = dict(QWEN2_DEFAULTS)  # Qwen2VLConfig (text part)
+QWEN2VL_TEXT_DEFAULTS.update(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+                             num_attention_heads=64, num_key_value_heads=8, rms_norm_eps=1e-5,
+                             rope_theta=1000000.0, max_window_layers=80)
+QWEN2VL_VISION_DEFAULTS = dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu",
+                               mlp_ratio=4, num_heads=16, in_channels=3, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2)  # Qwen2VLVisionConfig
+QWEN2VL_TOKEN_DEFAULTS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                              vision_end_token_id=151653)
 TEXT_DEFAULTS = {"llama": LLAMA_DEFAULTS, "mistral": MISTRAL_DEFAULTS, "qwen2": QWEN2_DEFAULTS}
 
 
@@ -114,12 +130,12 @@ def _rope_params(c, where):
     return rp
 
 
-def resolve_text_config(raw, where):
+def resolve_text_config(raw, where, defaults=None):
     model_type = raw.get("model_type", "llama")
     if model_type not in TEXT_DEFAULTS:
         raise RefError(f"{where}: model_type '{model_type}' not supported; expected one of "
                        f"{sorted(TEXT_DEFAULTS)}")
-    c = _with_defaults(raw, TEXT_DEFAULTS[model_type], where)
+    c = _with_defaults(raw, defaults or TEXT_DEFAULTS[model_type], where)
     c["model_type"] = model_type
     for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
               "num_attention_heads"):
@@ -209,8 +225,8 @@ def resolve_config(raw, where="config.json"):
         c["vision_config"] = resolve_vision_config(vision, where + ": vision_config")
         c["kind"] = "clip"
         return c
-    if mt == "llava":
-        c = _with_defaults(raw, LLAVA_DEFAULTS, where)
+    if mt in ("llava", "llava_next"):
+        c = _with_defaults(raw, LLAVA_DEFAULTS if mt == "llava" else LLAVA_NEXT_DEFAULTS, where)
         # attribute_map {"image_token_id": "image_token_index"}: a saved image_token_id wins
         if "image_token_id" in raw:
             c["image_token_index"] = raw["image_token_id"]
@@ -237,10 +253,38 @@ def resolve_config(raw, where="config.json"):
             if not -(nl + 1) <= layer <= nl:
                 raise RefError(f"{where}: vision_feature_layer {layer} out of range for "
                                f"{nl + 1} hidden states")
-        c["kind"] = "llava"
+        c["kind"] = mt
+        if mt == "llava_next":
+            pins = c["image_grid_pinpoints"]
+            if not (isinstance(pins, list) and pins and all(isinstance(p, list) and len(p) == 2 for p in pins)):
+                raise RefError(f"{where}: image_grid_pinpoints must be a list of [height, width] pairs")
+        return c
+    if mt == "qwen2_vl":
+        # Qwen2VLConfig: text fields at the top level (and, from 4.52, in text_config which wins);
+        # rope_scaling {"type": "mrope"} is rewritten to "default" with its mrope_section kept
+        text = {k: v for k, v in raw.items() if k not in ("vision_config", "text_config")}
+        text.update(raw.get("text_config") or {})
+        rs = dict(text.get("rope_scaling") or {})
+        kind = rs.get("rope_type", rs.get("type", "default"))
+        if kind not in ("mrope", "default") or "mrope_section" not in rs:
+            raise RefError(f"{where}: Qwen2-VL needs rope_scaling type mrope/default with mrope_section")
+        text["rope_scaling"] = None
+        text["model_type"] = "qwen2"
+        tc = resolve_text_config(text, where, QWEN2VL_TEXT_DEFAULTS)
+        tc["mrope_section"] = list(rs["mrope_section"])
+        if sum(tc["mrope_section"]) * 2 != tc["head_dim"]:
+            raise RefError(f"{where}: mrope_section {tc['mrope_section']} does not sum to head_dim / 2")
+        vraw = dict(raw.get("vision_config") or {})
+        if "in_chans" in vraw and "in_channels" not in vraw:
+            vraw["in_channels"] = vraw["in_chans"]
+        vc = _with_defaults(vraw, QWEN2VL_VISION_DEFAULTS, where + ": vision_config")
+        c = {"model_type": "qwen2_vl", "kind": "qwen2_vl", "text_config": tc, "vision_config": vc}
+        for k, v in QWEN2VL_TOKEN_DEFAULTS.items():
+            c[k] = (raw.get("text_config") or {}).get(k, raw.get(k, v))
+        c["tie_word_embeddings"] = tc["tie_word_embeddings"]
         return c
     raise RefError(f"{where}: model_type {mt!r} not supported; expected one of "
-                   f"llama, mistral, qwen2, clip_vision_model, clip, llava")
+                   f"llama, mistral, qwen2, clip_vision_model, clip, llava, llava_next")
 
 
 def load_config(model_dir):
@@ -323,8 +367,52 @@ def llava_projector_in(c):
     return c["vision_config"]["hidden_size"] * (len(vfl) if isinstance(vfl, list) else 1)
 
 
+def qwen2vl_vision_specs(vc, prefix="visual."):
+    D, C, p, tp, m = vc["embed_dim"], vc["in_channels"], vc["patch_size"], vc["temporal_patch_size"], vc["spatial_merge_size"]
+    I = int(D * vc["mlp_ratio"])
+    s = [(prefix + "patch_embed.proj.weight", [D, C, tp, p, p], "conv3d")]
+    for i in range(vc["depth"]):
+        b = f"{prefix}blocks.{i}."
+        s += [(b + "norm1.weight", [D], "norm_w"), (b + "norm1.bias", [D], "norm_b"),
+              (b + "norm2.weight", [D], "norm_w"), (b + "norm2.bias", [D], "norm_b"),
+              (b + "attn.qkv.weight", [3 * D, D], "linear"), (b + "attn.qkv.bias", [3 * D], "bias"),
+              (b + "attn.proj.weight", [D, D], "linear"), (b + "attn.proj.bias", [D], "bias"),
+              (b + "mlp.fc1.weight", [I, D], "linear"), (b + "mlp.fc1.bias", [I], "bias"),
+              (b + "mlp.fc2.weight", [D, I], "linear"), (b + "mlp.fc2.bias", [D], "bias")]
+    H = D * m * m
+    s += [(prefix + "merger.ln_q.weight", [D], "norm_w"), (prefix + "merger.ln_q.bias", [D], "norm_b"),
+          (prefix + "merger.mlp.0.weight", [H, H], "linear"), (prefix + "merger.mlp.0.bias", [H], "bias"),
+          (prefix + "merger.mlp.2.weight", [vc["hidden_size"], H], "linear"),
+          (prefix + "merger.mlp.2.bias", [vc["hidden_size"]], "bias")]
+    return s
+
+
+# Qwen2-VL: legacy (< 4.52: visual.*, model.*) -> new (model.visual.*, model.language_model.*)
+def qwen2vl_key_to_layout(key, layout):
+    if layout == "legacy" or key.startswith("lm_head."):
+        return key
+    if key.startswith("visual."):
+        return "model." + key
+    return "model.language_model." + key[len("model."):]
+
+
+def qwen2vl_canonicalize(weights):
+    if not any(k.startswith("model.language_model.") or k.startswith("model.visual.") for k in weights):
+        return weights, "legacy"
+    out = {}
+    for k, v in weights.items():
+        if k.startswith("model.visual."):
+            k = k[len("model."):]
+        elif k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        out[k] = v
+    return out, "new"
+
+
 def param_specs(c):
-    """All checkpoint keys of the model, canonical names (LLaVA: the legacy layout)."""
+    """All checkpoint keys of the model, canonical names (LLaVA, Qwen2-VL: the legacy layout)."""
+    if c["kind"] == "qwen2_vl":
+        return qwen2vl_vision_specs(c["vision_config"]) + decoder_specs(c["text_config"])
     if c["kind"] == "decoder":
         return decoder_specs(c)
     if c["kind"] == "clip_vision":
@@ -344,6 +432,8 @@ def param_specs(c):
     s += [("multi_modal_projector.linear_2.weight", [D, D], "linear")]
     if c["multimodal_projector_bias"]:
         s += [("multi_modal_projector.linear_2.bias", [D], "bias")]
+    if c["kind"] == "llava_next":  # LlavaNextModel: nn.Parameter after the projector
+        s += [("image_newline", [D], "embed")]
     s += decoder_specs(tc, "language_model.model.", "language_model.lm_head.weight")
     return s
 
@@ -352,7 +442,8 @@ def param_specs(c):
 LLAVA_LEGACY_TO_NEW = (("language_model.model.", "model.language_model."),
                        ("language_model.lm_head.", "lm_head."),
                        ("vision_tower.", "model.vision_tower."),
-                       ("multi_modal_projector.", "model.multi_modal_projector."))
+                       ("multi_modal_projector.", "model.multi_modal_projector."),
+                       ("image_newline", "model.image_newline"))
 
 
 def llava_key_to_layout(key, layout):
@@ -397,12 +488,16 @@ def load_weights(model_dir, c, dtype):
     except (OSError, ValueError) as e:
         raise RefError(str(e)) from None
     layout = None
-    if c["kind"] == "llava":
+    if c["kind"] in ("llava", "llava_next"):
         weights, layout = llava_detect_and_canonicalize(weights, model_dir)
+    if c["kind"] == "qwen2_vl":
+        weights, layout = qwen2vl_canonicalize(weights)
     specs = param_specs(c)
     want = {k: shape for k, shape, _ in specs}
     tied = c.get("tie_word_embeddings") or c.get("text_config", {}).get("tie_word_embeddings")
     show = (lambda k: llava_key_to_layout(k, layout)) if layout else (lambda k: k)
+    if c["kind"] == "qwen2_vl":
+        show = lambda k: qwen2vl_key_to_layout(k, layout)  # noqa: E731
     for k, shape in want.items():
         if k not in weights:
             near = sorted(weights, key=lambda w: -_common_prefix(w, k))[:3]
@@ -573,13 +668,17 @@ def decoder_mlp(c, W, p, x):
     return linear(act(linear(x, W, p + "gate_proj")) * linear(x, W, p + "up_proj"), W, p + "down_proj")
 
 
-def decoder_forward(c, W, prefix, inputs_embeds):
+def decoder_forward(c, W, prefix, inputs_embeds, position_ids3=None):
     """inputs_embeds: [1, T, D] -> HF hidden_states tuple as a list of L+1 tensors [1, T, D]:
-    entry l < L is the input of layer l (0 = embeddings), entry L is after the final norm."""
+    entry l < L is the input of layer l (0 = embeddings), entry L is after the final norm.
+    position_ids3 [3, T]: M-RoPE positions (Qwen2-VL)."""
     T = inputs_embeds.shape[1]
     dtype = inputs_embeds.dtype
     inv_freq, scaling = rope_inv_freq(c["rope"], c["head_dim"])
-    cos, sin = rope_cos_sin(inv_freq, scaling, torch.arange(T), dtype)
+    if position_ids3 is None:
+        cos, sin = rope_cos_sin(inv_freq, scaling, torch.arange(T), dtype)
+    else:
+        cos, sin = mrope_cos_sin(inv_freq, position_ids3, c["mrope_section"], dtype)
     masks = {"full_attention": additive_mask(T, dtype),
              "sliding_attention": additive_mask(T, dtype, sliding_window=c.get("sliding_window"))
              if "sliding_attention" in c["layer_types"] else None}
@@ -694,6 +793,116 @@ def llava_image_features(c, W, pixel_values):
     return hidden_states, selected, h
 
 
+# ---- LLaVA-NeXT (modeling_llava_next.py, image_processing_utils.select_best_resolution) ----
+
+def select_best_resolution(original_size, possible_resolutions):
+    original_height, original_width = original_size
+    best_fit = None
+    max_effective_resolution = 0
+    min_wasted_resolution = float("inf")
+    for height, width in possible_resolutions:
+        scale = min(width / original_width, height / original_height)
+        downscaled_width, downscaled_height = int(original_width * scale), int(original_height * scale)
+        effective_resolution = min(downscaled_width * downscaled_height, original_width * original_height)
+        wasted_resolution = (width * height) - effective_resolution
+        if effective_resolution > max_effective_resolution or (
+                effective_resolution == max_effective_resolution and wasted_resolution < min_wasted_resolution):
+            max_effective_resolution = effective_resolution
+            min_wasted_resolution = wasted_resolution
+            best_fit = (height, width)
+    return best_fit
+
+
+def get_anyres_image_grid_shape(image_size, grid_pinpoints, patch_size):
+    height, width = select_best_resolution(image_size, grid_pinpoints)
+    return height // patch_size, width // patch_size
+
+
+def image_size_to_num_patches(image_size, grid_pinpoints, patch_size):
+    height, width = select_best_resolution(image_size, grid_pinpoints)
+    num_patches = 0
+    for i in range(0, height, patch_size):
+        for j in range(0, width, patch_size):
+            num_patches += 1
+    return num_patches + 1  # base patch
+
+
+def unpad_image(tensor, original_size):
+    """tensor [C, H, W] -> the centre window with the original aspect ratio."""
+    original_height, original_width = original_size
+    current_height, current_width = tensor.shape[1:]
+    original_aspect_ratio = original_width / original_height
+    current_aspect_ratio = current_width / current_height
+    if original_aspect_ratio > current_aspect_ratio:
+        scale_factor = current_width / original_width
+        new_height = int(round(original_height * scale_factor, 7))
+        padding = (current_height - new_height) // 2
+        return tensor[:, padding: current_height - padding, :]
+    scale_factor = current_height / original_height
+    new_width = int(round(original_width * scale_factor, 7))
+    padding = (current_width - new_width) // 2
+    return tensor[:, :, padding: current_width - padding]
+
+
+def llava_next_image_features(c, W, pixel_values, image_sizes):
+    """pixel_values [sum crops, C, S, S]; image_sizes [[h, w], ...] -> list of [F_i, D] per image
+    (get_image_features + pack_image_features with image_newline)."""
+    vc = c["vision_config"]
+    pins = c["image_grid_pinpoints"]
+    image_num_patches = [image_size_to_num_patches(s, pins, vc["image_size"]) for s in image_sizes]
+    if sum(image_num_patches) != pixel_values.shape[0]:
+        raise RefError(f"pixel_values holds {pixel_values.shape[0]} crops; image_sizes need "
+                       f"{image_num_patches}")
+    _, _, projected = llava_image_features(c, W, pixel_values)          # [crops, g*g, D]
+    image_features = torch.split(projected, image_num_patches, dim=0)
+    image_newline = W["image_newline"]
+    out = []
+    for image_idx, image_feature in enumerate(image_features):
+        if image_feature.shape[0] > 1:
+            base_image_feature = image_feature[0]
+            image_feature = image_feature[1:]
+            height = width = vc["image_size"] // vc["patch_size"]
+            num_patch_height, num_patch_width = get_anyres_image_grid_shape(
+                image_sizes[image_idx], pins, vc["image_size"])
+            image_feature = image_feature.view(num_patch_height, num_patch_width, height, width, -1)
+            image_feature = image_feature.permute(4, 0, 2, 1, 3).contiguous()
+            image_feature = image_feature.flatten(1, 2).flatten(2, 3)
+            image_feature = unpad_image(image_feature, image_sizes[image_idx])
+            image_feature = torch.cat(
+                (image_feature,
+                 image_newline[:, None, None].expand(*image_feature.shape[:-1], 1).to(image_feature.dtype)),
+                dim=-1)
+            image_feature = image_feature.flatten(1, 2).transpose(0, 1)
+            image_feature = torch.cat((base_image_feature, image_feature), dim=0)
+        else:
+            image_feature = image_feature[0]
+            image_feature = torch.cat((image_feature, image_newline[None].to(image_feature)), dim=0)
+        out.append(image_feature)
+    return out
+
+
+def llava_merge_list(c, ids, embeds, feats, where):
+    """As llava_merge with a feature count per image: feats list of [F_i, D]."""
+    tok = c["image_token_index"]
+    positions = [j for j, t in enumerate(ids) if t == tok]
+    total = sum(f.shape[0] for f in feats)
+    if len(positions) == total:
+        out = embeds.clone()
+        out[0, positions] = torch.cat(feats, 0).to(embeds.dtype)
+        return out, list(ids)
+    if len(positions) == len(feats):
+        pieces, new_ids, last = [], [], 0
+        for n, j in enumerate(positions):
+            pieces += [embeds[0, last:j], feats[n].to(embeds.dtype)]
+            new_ids += list(ids[last:j]) + [tok] * feats[n].shape[0]
+            last = j + 1
+        pieces.append(embeds[0, last:])
+        new_ids += list(ids[last:])
+        return torch.cat(pieces, dim=0)[None], new_ids
+    raise RefError(f"{where}: {len(positions)} image tokens (id {tok}) in input_ids; expected "
+                   f"{total} or {len(feats)} (one per image)")
+
+
 def llava_merge(c, ids, embeds, image_features, where):
     """ids [T]; embeds [1, T, D]; image_features [N, F, D] -> (merged [1, T', D], expanded ids [T'])."""
     tok = c["image_token_index"]
@@ -715,6 +924,112 @@ def llava_merge(c, ids, embeds, image_features, where):
         return torch.cat(pieces, dim=0)[None], new_ids
     raise RefError(f"{where}: {len(positions)} image tokens (id {tok}) in input_ids; expected "
                    f"{N * Fn} (= {N} images x {Fn} features) or {N} (one per image)")
+
+
+# ---------------------------------------------------------------------------------------------
+# ---- Qwen2-VL (modeling_qwen2_vl.py: Qwen2VisionTransformerPretrainedModel, get_rope_index,
+# ---- Qwen2VLRotaryEmbedding + apply_multimodal_rotary_pos_emb) ----
+# ---------------------------------------------------------------------------------------------
+
+def qwen2vl_vision_forward(vc, W, prefix, pixel_values, grid_thw):
+    """pixel_values [L, C*tp*p*p]; grid_thw [[t, h, w], ...] -> merged features [L / m^2, D]."""
+    D, H = vc["embed_dim"], vc["num_heads"]
+    m, tp, p, C = vc["spatial_merge_size"], vc["temporal_patch_size"], vc["patch_size"], vc["in_channels"]
+    w = W[prefix + "patch_embed.proj.weight"]
+    x = F.conv3d(pixel_values.view(-1, C, tp, p, p).to(w.dtype), w, stride=(tp, p, p)).view(-1, D)
+    # rot_pos_emb
+    pos_ids = []
+    for t, h, wd in grid_thw:
+        hpos = torch.arange(h).unsqueeze(1).expand(-1, wd)
+        hpos = hpos.reshape(h // m, m, wd // m, m).permute(0, 2, 1, 3).flatten()
+        wpos = torch.arange(wd).unsqueeze(0).expand(h, -1)
+        wpos = wpos.reshape(h // m, m, wd // m, m).permute(0, 2, 1, 3).flatten()
+        pos_ids.append(torch.stack([hpos, wpos], dim=-1).repeat(t, 1))
+    pos_ids = torch.cat(pos_ids, dim=0)
+    max_grid_size = max(max(h, wd) for _, h, wd in grid_thw)
+    dim = (D // H) // 2
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    seq = torch.arange(max_grid_size, dtype=inv_freq.dtype)
+    rotary_pos_emb_full = torch.outer(seq, inv_freq)
+    rotary_pos_emb = rotary_pos_emb_full[pos_ids].flatten(1)
+    emb = torch.cat((rotary_pos_emb, rotary_pos_emb), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    lens = [h * wd for t, h, wd in grid_thw for _ in range(t)]
+    cu = [0]
+    for n in lens:
+        cu.append(cu[-1] + n)
+    L = x.shape[0]
+    mask = torch.full((1, L, L), torch.finfo(x.dtype).min, dtype=x.dtype)
+    for i in range(1, len(cu)):
+        mask[..., cu[i - 1]:cu[i], cu[i - 1]:cu[i]] = 0
+    act = ACT2FN[vc["hidden_act"]]
+    d = D // H
+    for i in range(vc["depth"]):
+        bp = f"{prefix}blocks.{i}."
+        h = layer_norm(x, W[bp + "norm1.weight"], W[bp + "norm1.bias"], 1e-6)
+        q, k, v = linear(h, W, bp + "attn.qkv").reshape(L, 3, H, -1).permute(1, 0, 2, 3).unbind(0)
+        # apply_rotary_pos_emb_vision: float32, cast back
+        c, s = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
+        q = ((q.float() * c) + (rotate_half(q.float()) * s)).to(x.dtype)
+        k = ((k.float() * c) + (rotate_half(k.float()) * s)).to(x.dtype)
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+        attn = torch.matmul(q, k.transpose(1, 2)) / math.sqrt(d) + mask
+        attn = F.softmax(attn, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(attn, v).transpose(0, 1).reshape(L, -1)
+        x = x + linear(o, W, bp + "attn.proj")
+        h = layer_norm(x, W[bp + "norm2.weight"], W[bp + "norm2.bias"], 1e-6)
+        x = x + linear(act(linear(h, W, bp + "mlp.fc1")), W, bp + "mlp.fc2")
+    h = layer_norm(x, W[prefix + "merger.ln_q.weight"], W[prefix + "merger.ln_q.bias"], 1e-6)
+    h = h.view(-1, D * m * m)
+    return linear(F.gelu(linear(h, W, prefix + "merger.mlp.0")), W, prefix + "merger.mlp.2")
+
+
+def qwen2vl_rope_index(c, input_ids, image_grid_thw):
+    """get_rope_index for one unpadded sequence with images only -> [3, T] int64."""
+    m = c["vision_config"]["spatial_merge_size"]
+    image_token_id, vision_start = c["image_token_id"], c["vision_start_token_id"]
+    ids = torch.tensor(input_ids)
+    if not image_grid_thw:
+        return torch.arange(len(input_ids)).view(1, -1).expand(3, -1)
+    vision_start_indices = torch.argwhere(ids == vision_start).squeeze(1)
+    vision_tokens = ids[vision_start_indices + 1] if len(vision_start_indices) else ids[:0]
+    image_nums = int((vision_tokens == image_token_id).sum())
+    input_tokens = list(input_ids)
+    llm_pos_ids_list = []
+    st, image_index = 0, 0
+    for _ in range(image_nums):
+        ed = input_tokens.index(image_token_id, st)
+        t, h, w = image_grid_thw[image_index]
+        image_index += 1
+        llm_grid_t, llm_grid_h, llm_grid_w = t, h // m, w // m
+        text_len = ed - st
+        st_idx = llm_pos_ids_list[-1].max() + 1 if len(llm_pos_ids_list) > 0 else 0
+        llm_pos_ids_list.append(torch.arange(text_len).view(1, -1).expand(3, -1) + st_idx)
+        t_index = torch.arange(llm_grid_t).view(-1, 1).expand(-1, llm_grid_h * llm_grid_w).flatten()
+        h_index = torch.arange(llm_grid_h).view(1, -1, 1).expand(llm_grid_t, -1, llm_grid_w).flatten()
+        w_index = torch.arange(llm_grid_w).view(1, 1, -1).expand(llm_grid_t, llm_grid_h, -1).flatten()
+        llm_pos_ids_list.append(torch.stack([t_index, h_index, w_index]) + text_len + st_idx)
+        st = ed + llm_grid_t * llm_grid_h * llm_grid_w
+    if st < len(input_tokens):
+        st_idx = llm_pos_ids_list[-1].max() + 1 if len(llm_pos_ids_list) > 0 else 0
+        text_len = len(input_tokens) - st
+        llm_pos_ids_list.append(torch.arange(text_len).view(1, -1).expand(3, -1) + st_idx)
+    return torch.cat(llm_pos_ids_list, dim=1).reshape(3, -1)
+
+
+def mrope_cos_sin(inv_freq, position_ids3, mrope_section, dtype):
+    """Qwen2VLRotaryEmbedding + the section selection of apply_multimodal_rotary_pos_emb.
+    position_ids3 [3, T] -> cos, sin [T, d]"""
+    T = position_ids3.shape[1]
+    inv_freq_expanded = inv_freq[None, None, :, None].float().expand(3, 1, -1, 1)
+    position_ids_expanded = position_ids3[:, None, None, :].float()            # [3, 1, 1, T]
+    freqs = (inv_freq_expanded @ position_ids_expanded).transpose(2, 3)        # [3, 1, T, d/2]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)                        # [3, 1, T, d]
+    sec = list(mrope_section) * 2
+    cos = torch.cat([m[i % 3] for i, m in enumerate(cos.split(sec, dim=-1))], dim=-1)
+    sin = torch.cat([m[i % 3] for i, m in enumerate(sin.split(sec, dim=-1))], dim=-1)
+    return cos[0], sin[0]                                                      # [T, d]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -745,7 +1060,30 @@ def run_one(c, W, item, i, dtype, out):
     where = f"input {i}"
     ids = item.get("input_ids")
     px = item.get("pixel_values")
+    image_sizes = item.get("image_sizes")
     kind = c["kind"]
+    if kind == "qwen2_vl":
+        if ids is None:
+            raise RefError(f"{where}: qwen2_vl models need input_ids")
+        tc = c["text_config"]
+        embeds = embed_tokens(tc, W, "model.", ids, where)
+        grid = item.get("image_grid_thw") or []
+        if px is not None:
+            if not (isinstance(grid, list) and grid and all(isinstance(g, list) and len(g) == 3 for g in grid)):
+                raise RefError(f"{where}: qwen2_vl pixel_values need image_grid_thw [[t, h, w], ...]")
+            feats = qwen2vl_vision_forward(c["vision_config"], W, "visual.", px.to(dtype), grid)
+            m2 = c["vision_config"]["spatial_merge_size"] ** 2
+            per = [t * h * w // m2 for t, h, w in grid]
+            embeds, ids = llava_merge_list({"image_token_index": c["image_token_id"]}, ids, embeds,
+                                           list(torch.split(feats, per, 0)), where)
+            out[f"image_features.{i}"] = _f32(feats)
+            out[f"expanded_ids.{i}"] = torch.tensor(ids, dtype=torch.int64)
+        pos3 = qwen2vl_rope_index(c, ids, grid)
+        out[f"position_ids.{i}"] = pos3.to(torch.float32)
+        hs = decoder_forward(tc, W, "model.", embeds, pos3)
+        out[f"hidden.{i}"] = _f32(hs[-1][0])
+        out[f"emb.{i}"] = F.normalize(_f32(hs[-1][0, -1]), p=2.0, dim=-1)
+        return
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool)
                                                                   for t in ids)):
         raise RefError(f"{where}: input_ids must be a list of integers")
@@ -753,6 +1091,23 @@ def run_one(c, W, item, i, dtype, out):
         raise RefError(f"{where}: input_ids is empty")
     if px is not None:
         px = torch.as_tensor(px).to(torch.float32)
+    if kind == "llava_next":
+        if ids is None:
+            raise RefError(f"{where}: llava_next models need input_ids")
+        tc = c["text_config"]
+        prefix = "language_model.model."
+        embeds = embed_tokens(tc, W, prefix, ids, where)
+        if px is not None:
+            if not (isinstance(image_sizes, list) and all(isinstance(s, list) and len(s) == 2 for s in image_sizes)):
+                raise RefError(f"{where}: llava_next pixel_values need image_sizes [[h, w], ...]")
+            feats = llava_next_image_features(c, W, px.to(dtype), image_sizes)
+            embeds, new_ids = llava_merge_list(c, ids, embeds, feats, where)
+            out[f"image_features.{i}"] = _f32(torch.cat(feats, 0))
+            out[f"expanded_ids.{i}"] = torch.tensor(new_ids, dtype=torch.int64)
+        hs = decoder_forward(tc, W, prefix, embeds)
+        out[f"hidden.{i}"] = _f32(hs[-1][0])
+        out[f"emb.{i}"] = F.normalize(_f32(hs[-1][0, -1]), p=2.0, dim=-1)
+        return
     if kind in ("decoder", "llava"):
         if ids is None:
             raise RefError(f"{where}: {kind} models need input_ids")
@@ -829,8 +1184,10 @@ def read_inputs(path):
     base = os.path.dirname(os.path.abspath(path))
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not set(item) <= {"input_ids", "pixel_values"}:
-            raise RefError(f"{path}: input {i} must be an object with keys input_ids and/or pixel_values")
+        if not isinstance(item, dict) or not set(item) <= {"input_ids", "pixel_values", "image_sizes",
+                                                           "image_grid_thw"}:
+            raise RefError(f"{path}: input {i} must be an object with keys input_ids, pixel_values "
+                           f"and (LLaVA-NeXT) image_sizes")
         item = dict(item)
         if "pixel_values" in item:
             if not isinstance(item["pixel_values"], str):

@@ -5,7 +5,7 @@ Usage:
   tiny_models.py --arch ARCH --seed N --out DIR [--layout legacy|new] [--dtype float32|bfloat16]
                  [--set key=value ...] [--unset key ...] [--shards K] [--with-position-ids]
 
-ARCH: llama llama3 mistral qwen2 clip_vision clip llava llava_qwen2 (see README.md for each).
+ARCH: llama llama3 mistral qwen2 clip_vision clip llava llava_qwen2 llava_next (see README.md).
 Writes DIR/config.json (the fields HF's config class saves), DIR/model.safetensors with HF's key
 names (or K shards + model.safetensors.index.json), and for image models
 DIR/preprocessor_config.json (CLIPImageProcessor) matched to the vision image_size.
@@ -146,8 +146,47 @@ def _llava_qwen2():
             "vision_feature_select_strategy": "full"}
 
 
+def _llava_next():
+    # Like llava-hf/llava-v1.6-mistral-7b-hf scaled down: Mistral decoder (a sliding window shorter
+    # than an image's features, so the window matters), CLIP tower 32 px / patch 8 (4x4 features per
+    # crop), the five 1.6 pinpoints scaled by 32/336, image token 300, newer saves' key names.
+    text = {"model_type": "mistral", "hidden_size": 48, "intermediate_size": 112,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+            "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 1000000.0,
+            "sliding_window": 40, "vocab_size": 320}
+    vision = {"model_type": "clip_vision_model", "hidden_size": 32, "image_size": 32,
+              "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
+              "patch_size": 8, "projection_dim": 24}
+    return {"architectures": ["LlavaNextForConditionalGeneration"], "model_type": "llava_next",
+            "ignore_index": -100, "image_token_index": 300, "projector_hidden_act": "gelu",
+            "image_grid_pinpoints": [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]],
+            "text_config": text, "vision_config": vision, "vision_feature_layer": -2,
+            "vision_feature_select_strategy": "default", "use_image_newline_parameter": True}
+
+
+def _qwen2_vl():
+    # Like Qwen/Qwen2-VL-2B-Instruct's config.json scaled down: text fields at the top level, tied
+    # embeddings, rope_scaling {"type": "mrope"} with mrope_section summing to head_dim / 2 = 8;
+    # vision: 4 px patches, temporal patch 2, 2x2 merge, embed_dim 32 (head_dim 16), "in_chans".
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "attention_dropout": 0.0, "bos_token_id": 380, "eos_token_id": 381, "hidden_act": "silu",
+        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+        "max_position_embeddings": 1024, "max_window_layers": 2, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "sliding_window": 1024, "tie_word_embeddings": True, "use_cache": True, "use_sliding_window": False,
+        "vocab_size": 400, "vision_start_token_id": 388, "vision_end_token_id": 389,
+        "vision_token_id": 390, "image_token_id": 391, "video_token_id": 392,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "vision_config": {"depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
+                          "hidden_size": 64, "patch_size": 4, "spatial_merge_size": 2,
+                          "spatial_patch_size": 4, "temporal_patch_size": 2},
+    }
+
+
 ARCHS = {"llama": _llama, "llama3": _llama3, "mistral": _mistral, "qwen2": _qwen2,
-         "clip_vision": _clip_vision, "clip": _clip, "llava": _llava, "llava_qwen2": _llava_qwen2}
+         "clip_vision": _clip_vision, "clip": _clip, "llava": _llava, "llava_qwen2": _llava_qwen2,
+         "llava_next": _llava_next, "qwen2_vl": _qwen2_vl}
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OPENAI_CLIP_MEAN (image_utils.py)
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]  # OPENAI_CLIP_STD
@@ -191,7 +230,7 @@ def build_config(arch, layout, dtype, sets=(), unsets=()):
     cfg = ARCHS[arch]()
     cfg["torch_dtype"] = dtype
     cfg["transformers_version"] = TRANSFORMERS_VERSION[layout]
-    if cfg["model_type"] == "llava":
+    if cfg["model_type"] in ("llava", "llava_next"):
         cfg["text_config"]["torch_dtype"] = dtype
         # image_seq_length (the processor's <image> expansion; the forward ignores it) is filled
         # below from the vision config so that the tiny processor and model agree
@@ -203,14 +242,19 @@ def build_config(arch, layout, dtype, sets=(), unsets=()):
         apply_set(cfg, s)
     for u in unsets:
         apply_unset(cfg, u)
-    if cfg.get("model_type") == "llava" and "image_seq_length" in cfg and cfg["image_seq_length"] is None:
+    if cfg.get("model_type") in ("llava", "llava_next") and "image_seq_length" in cfg and cfg["image_seq_length"] is None:
         r = reference.resolve_config(copy.deepcopy(cfg))
         vc = r["vision_config"]
         cfg["image_seq_length"] = vc["num_patches"] + (r["vision_feature_select_strategy"] == "full")
     return cfg
 
 
-def preprocessor_config(image_size, model_type):
+def preprocessor_config(image_size, model_type, pinpoints=None):
+    if model_type == "llava_next":  # LlavaNextImageProcessor, as llava-v1.6-mistral-7b-hf saves it
+        c = preprocessor_config(image_size, "llava")
+        c.update({"image_processor_type": "LlavaNextImageProcessor", "processor_class": "LlavaNextProcessor",
+                  "image_grid_pinpoints": pinpoints, "aspect_ratio_setting": "anyres", "do_pad": True})
+        return c
     return {
         "crop_size": {"height": image_size, "width": image_size},
         "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
@@ -229,6 +273,8 @@ def init_tensor(gen, shape, init):
         return normal(1.0 / math.sqrt(shape[1]))
     if init == "conv":
         return normal(1.0 / math.sqrt(shape[1] * shape[2] * shape[3]))
+    if init == "conv3d":
+        return normal(1.0 / math.sqrt(shape[1] * shape[2] * shape[3] * shape[4]))
     if init == "embed" or init == "class_emb":
         return normal(1.0)
     if init == "pos_emb":
@@ -247,8 +293,10 @@ def make_weights(resolved, seed, dtype, layout, with_position_ids):
     out = {}
     for key, shape, init in reference.param_specs(resolved):
         t = init_tensor(gen, shape, init).to(dtype)
-        if resolved["kind"] == "llava":
+        if resolved["kind"] in ("llava", "llava_next"):
             key = reference.llava_key_to_layout(key, layout)
+        if resolved["kind"] == "qwen2_vl":
+            key = reference.qwen2vl_key_to_layout(key, layout)
         out[key] = t
     if with_position_ids:  # persistent buffers in older CLIP exports; HF ignores them on load
         vcs = {"clip_vision": [("vision_model.", resolved)], "clip": [("vision_model.", resolved.get("vision_config"))],
@@ -298,11 +346,22 @@ def generate(arch, seed, out_dir, layout="legacy", dtype="float32", sets=(), uns
         f.write("\n")
     weights = make_weights(resolved, seed, reference.DTYPES[dtype], layout, with_position_ids)
     write_checkpoint(weights, out_dir, shards, {"format": "pt"})
+    if resolved["kind"] == "qwen2_vl":  # Qwen2VLImageProcessor, small pixel budget
+        v = resolved["vision_config"]
+        with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
+            json.dump({"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                       "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+                       "max_pixels": 2048, "merge_size": v["spatial_merge_size"], "min_pixels": 128,
+                       "patch_size": v["patch_size"], "processor_class": "Qwen2VLProcessor", "resample": 3,
+                       "rescale_factor": 1 / 255, "temporal_patch_size": v["temporal_patch_size"]},
+                      f, indent=2, sort_keys=True)
+            f.write("\n")
     vc = {"clip_vision": resolved, "clip": resolved.get("vision_config"),
-          "llava": resolved.get("vision_config")}.get(resolved["kind"])
+          "llava": resolved.get("vision_config"), "llava_next": resolved.get("vision_config")}.get(resolved["kind"])
     if vc is not None:
         with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
-            json.dump(preprocessor_config(vc["image_size"], cfg["model_type"]), f, indent=2, sort_keys=True)
+            json.dump(preprocessor_config(vc["image_size"], cfg["model_type"], resolved.get("image_grid_pinpoints")),
+                      f, indent=2, sort_keys=True)
             f.write("\n")
     return resolved
 
