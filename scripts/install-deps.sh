@@ -11,6 +11,7 @@ PKGS=(
   libonig-dev libutf8proc-dev                       # tokenizer: Oniguruma regexes, Unicode normalisation
   libfaiss-dev                                      # search index
   libplplot-dev plplot-driver-cairo                 # charts: PLplot; its cairo driver writes PNG
+  chromium                                          # the search page's browser test (playwright-core)
   libgtest-dev libgmock-dev libbenchmark-dev        # tests, benches
   clang libclang-rt-14-dev                          # libFuzzer targets
   python3-torch python3-numpy python3-pil           # independent reference computations in tests

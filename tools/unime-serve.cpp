@@ -1,5 +1,7 @@
 // `unime serve --model DIR [--lora DIR] [--dtype f32|bf16] [--host 127.0.0.1] [--port 8080]`: an
 // OpenAI-compatible embeddings server (POST /v1/embeddings, GET /health, /v1/models, /metrics).
+// `--index DIR` adds POST /v1/search (the model, adapters, dtype and template come from the index,
+// so queries are embedded as its corpus was); `--ui` adds the search page at GET /.
 // SIGTERM / SIGINT: stop accepting, answer every request already received, exit 0.
 // Design and request format: docs/README-dev-serve.md.
 #include <atomic>
@@ -10,12 +12,36 @@
 #include <thread>
 
 #include "common.h"
+#include "index/corpus.h"
+#include "index/index.h"
 #include "serve/batcher.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
 #include "unime/embedder.h"
 
 namespace {
+
+// POST /v1/search over an on-disk index (src/index), behind the server's FAISS-free interface
+class IndexBackend final : public unime::serve::SearchBackend {
+ public:
+  explicit IndexBackend(const unime::index::Index& ix) : ix_(ix) {}
+  int64_t dim() const override { return ix_.dim(); }
+  int64_t size() const override { return ix_.size(); }
+  std::vector<Hit> search(const float* q, int64_t k) const override {
+    std::vector<Hit> out;
+    for (const auto& h : ix_.search_one(q, k)) {
+      const auto& p = ix_.payload(h.row);
+      out.push_back(Hit{p.id.dump(), h.score, p.text, p.image, h.row});
+    }
+    return out;
+  }
+  std::string image_path(int64_t row) const override {
+    return row >= 0 && row < ix_.size() ? ix_.payload(row).image : std::string();
+  }
+
+ private:
+  const unime::index::Index& ix_;
+};
 
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
@@ -25,14 +51,17 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 void register_serve(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "OpenAI-compatible embeddings server (POST /v1/embeddings)");
   struct Args {
-    std::string model;
+    std::string model, index;
+    bool ui = false;
     unime::EmbedderOptions opt;
     unime::serve::ServerOptions srv;
     unime::serve::BatcherOptions batch;
     int workers = 1;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Hugging Face model folder")->required();
+  cmd->add_option("--model", a->model, "Hugging Face model folder (with --index: default and must be the index's)");
+  cmd->add_option("--index", a->index, "index folder (unime index build): enables POST /v1/search");
+  cmd->add_flag("--ui", a->ui, "serve a search page at / (needs --index)");
   cmd->add_option("--lora", a->opt.lora, "PEFT LoRA adapter folder (repeatable: merged in order)");
   cmd->add_option("--dtype", a->opt.dtype, "f32 | bf16 | f16 | auto (bf16 where the CPU has it)")->capture_default_str();
   cmd->add_option("--threads", a->opt.threads, "CPU threads for inference (0 = all cores)")->capture_default_str();
@@ -62,6 +91,22 @@ void register_serve(CLI::App& app) {
   cmd->callback([a]() {
     namespace fs = std::filesystem;
     auto& o = a->opt;
+    UNIME_CHECK(!a->ui || !a->index.empty(), "serve: --ui needs --index DIR (the page searches an index)");
+    std::unique_ptr<unime::index::Index> ix;
+    if (!a->index.empty()) {
+      ix = unime::index::Index::open(a->index);
+      unime::index::check_same_model(*ix, a->model, o.lora);
+      const auto& r = ix->recipe();
+      a->model = r.model;
+      o.lora = r.lora;
+      o.dtype = r.dtype;
+      o.prompt_template = r.template_name;
+      o.truncate = r.truncate;
+      std::fprintf(stderr, "index: %s, %lld rows, %s (model %s)\n", a->index.c_str(),
+                   static_cast<long long>(ix->size()), r.dtype.c_str(), r.model.c_str());
+    }
+    UNIME_CHECK(!a->model.empty(), "serve: give --model DIR (or --index DIR)");
+    a->srv.ui = a->ui;
     o.batch_size = a->batch.max_batch;  // one forward pass per dynamic batch
     o.max_image_pixels = a->srv.max_image_pixels;
     if (o.threads > 0) o.threads = std::max(1, o.threads / a->workers);
@@ -75,7 +120,11 @@ void register_serve(CLI::App& app) {
     std::fprintf(stderr, "model: %s\n", embedders[0]->describe().c_str());
     unime::serve::Metrics metrics;
     unime::serve::Batcher batcher(std::move(embedders), a->batch, metrics);
-    unime::serve::Server server(a->srv, batcher, metrics);
+    UNIME_CHECK(!ix || batcher.dim() == ix->dim(), a->index, ": the model gives dim ", batcher.dim(),
+                " but the index holds dim ", ix->dim());
+    std::unique_ptr<IndexBackend> backend;
+    if (ix) backend = std::make_unique<IndexBackend>(*ix);
+    unime::serve::Server server(a->srv, batcher, metrics, backend.get());
     const int port = server.bind();
 
     g_stop_signal = 0;

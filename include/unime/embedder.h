@@ -60,6 +60,9 @@ class Embedder {
   virtual std::vector<int64_t> token_ids(const EmbedInput& input) = 0;
   /// A short description: architecture, dtype, template, parameter counts.
   virtual std::string describe() const = 0;
+  /// The dtype the weights run in, resolved ("auto" -> "bf16" or "f32"): f32 | bf16 | f16;
+  /// "" when an implementation cannot tell (test doubles).
+  virtual std::string dtype() const { return ""; }
 };
 
 /// The built-in prompt template a model folder gets by default (reads config.json and, for Llama

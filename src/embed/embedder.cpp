@@ -54,6 +54,8 @@ class EmbedderImpl final : public Embedder {
                opt_.lora.empty() ? "" : str(", ", opt_.lora.size(), " adapter(s) merged"));
   }
 
+  std::string dtype() const override { return models::dtype_short_name(enc_->model().dtype()); }
+
   std::vector<int64_t> token_ids(const EmbedInput& in) override { return enc_->token_ids(in); }
 
   std::vector<float> embed(const std::vector<EmbedInput>& inputs,

@@ -1,5 +1,6 @@
 // `unime serve`: an OpenAI-compatible embeddings server (the "transport" part of TEI's split) on
-// cpp-httplib. POST /v1/embeddings, GET /health, GET /v1/models, GET /metrics.
+// cpp-httplib. POST /v1/embeddings, GET /health, GET /v1/models, GET /metrics; with an index,
+// POST /v1/search and (--ui) a search page at GET / with GET /v1/index/images/<row>.
 // Request format, limits and error shape: docs/README-dev-serve.md.
 #pragma once
 
@@ -11,44 +12,34 @@
 
 #include "serve/batcher.h"
 #include "serve/metrics.h"
+#include "serve/request.h"
 #include "unime/embedder.h"
 
 namespace unime::serve {
 
-struct ServerOptions {
-  std::string host = "127.0.0.1";
-  int port = 8080;                          ///< 0 = any free port (see Server::bind)
-  std::string model_name = "unime";         ///< the `model` id in answers and /v1/models
-  int64_t max_body_bytes = 64LL << 20;      ///< larger bodies -> 413
-  int64_t max_inputs = 2048;                ///< inputs per request (OpenAI's limit)
-  int64_t max_image_pixels = 8192LL * 8192; ///< per image
-  std::string allowed_local_media_root;     ///< "" = no local files; else file:// URLs under it
-  int http_threads = 64;                    ///< connections served at once
-  int64_t max_pending_connections = 1024;   ///< accepted connections waiting for an HTTP thread
+/// What POST /v1/search needs from an index. src/index implements it (tools/unime-serve.cpp wires
+/// it in), which keeps FAISS out of this library.
+class SearchBackend {
+ public:
+  struct Hit {
+    std::string id_json;  ///< the row's id as JSON text (a string or an integer)
+    float score = 0;
+    std::string text, image;  ///< "" when absent
+    int64_t row = 0;
+  };
+  virtual ~SearchBackend() = default;
+  virtual int64_t dim() const = 0;
+  virtual int64_t size() const = 0;
+  /// Best first; query is one unit-norm [dim()] vector.
+  virtual std::vector<Hit> search(const float* query, int64_t k) const = 0;
+  /// Image file of a row ("" when none or out of range): the only files the page's image route serves.
+  virtual std::string image_path(int64_t row) const = 0;
 };
-
-/// An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
-struct HttpError {
-  int status = 400;
-  std::string message;
-  std::string param;  ///< "" = null
-};
-
-/// A parsed POST /v1/embeddings body.
-struct EmbeddingsRequest {
-  std::vector<EmbedInput> inputs;
-  bool base64 = false;  ///< encoding_format
-};
-
-/// Parses and checks a body (JSON, types, limits, data URLs, image bytes); throws HttpError.
-EmbeddingsRequest parse_embeddings_request(const std::string& body, const ServerOptions& opt);
-
-/// The OpenAI error JSON for an HttpError.
-std::string error_json(const HttpError& e);
 
 class Server {
  public:
-  Server(ServerOptions opt, Batcher& batcher, Metrics& metrics);
+  /// `search` (may be null) enables POST /v1/search and, with opt.ui, the page at GET /.
+  Server(ServerOptions opt, Batcher& batcher, Metrics& metrics, const SearchBackend* search = nullptr);
   ~Server();
   /// Binds the listening socket; returns the port (the chosen one when opt.port == 0).
   int bind();

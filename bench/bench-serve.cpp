@@ -1,0 +1,192 @@
+// bench-serve: `unime serve` under load against offline embedding of the same inputs.
+//   bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] [--threads 0]
+//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 1]
+// 1. offline: one Embedder embeds all inputs in batches of --max-batch (what `unime embed` does);
+// 2. served: the same inputs as POST /v1/embeddings from --clients concurrent HTTP clients on
+//    loopback (each sends its requests one after another) to an in-process Server + Batcher with
+//    the same model options; every answer is checked (status, count, dim).
+// Prints throughput (inputs/s), request latency p50/p99, and served / offline throughput.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+#include "serve/batcher.h"
+#include "serve/metrics.h"
+#include "serve/server.h"
+#include "unime/embedder.h"
+#include "unime/runtime.h"
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// deterministic captions of varied length (4..24 words)
+std::vector<std::string> make_texts(int n) {
+  const char* words[] = {"red", "circle", "left", "of", "a", "blue", "square", "above", "the", "green",
+                         "star", "small", "large", "striped", "background", "two", "objects", "near", "ring", "cross"};
+  std::vector<std::string> out;
+  uint64_t s = 12345;
+  for (int i = 0; i < n; ++i) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    const int len = 4 + static_cast<int>((s >> 33) % 21);
+    std::string t = "item " + std::to_string(i) + ":";
+    for (int w = 0; w < len; ++w) {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      t += " ";
+      t += words[(s >> 33) % 20];
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  unime::early_init(argc, argv);
+  std::string model;
+  int clients = 32, requests = 20, ipr = 1, workers = 1;
+  unime::EmbedderOptions opt;
+  opt.dtype = "f32";
+  unime::serve::BatcherOptions bo;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", a.c_str());
+        std::exit(1);
+      }
+      return argv[++i];
+    };
+    if (a == "--model") model = next();
+    else if (a == "--clients") clients = std::stoi(next());
+    else if (a == "--requests") requests = std::stoi(next());
+    else if (a == "--inputs-per-request") ipr = std::stoi(next());
+    else if (a == "--threads") opt.threads = std::stoi(next());
+    else if (a == "--dtype") opt.dtype = next();
+    else if (a == "--max-batch") bo.max_batch = std::stoi(next());
+    else if (a == "--max-wait-ms") bo.max_wait_ms = std::stoi(next());
+    else if (a == "--workers") workers = std::stoi(next());
+    else {
+      std::fprintf(stderr, "error: unknown option %s (see the header of bench/bench-serve.cpp)\n", a.c_str());
+      return 1;
+    }
+  }
+  if (model.empty() || clients < 1 || requests < 1 || ipr < 1 || workers < 1) {
+    std::fprintf(stderr, "usage: bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] "
+                         "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 1]\n");
+    return 1;
+  }
+  try {
+    const int n = clients * requests * ipr;
+    const auto texts = make_texts(n);
+    std::vector<unime::EmbedInput> inputs(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) inputs[i].text = texts[i];
+    opt.batch_size = bo.max_batch;
+    if (opt.threads > 0 && workers > 1) opt.threads = std::max(1, opt.threads / workers);
+
+    // ---- 1. offline ----
+    auto emb = unime::Embedder::load(model, opt);
+    std::fprintf(stderr, "model: %s\n", emb->describe().c_str());
+    emb->embed({inputs.begin(), inputs.begin() + std::min(n, bo.max_batch)});  // warm-up
+    auto t0 = Clock::now();
+    const std::vector<float> offline = emb->embed(inputs);
+    const double offline_s = seconds_since(t0);
+    const int64_t D = emb->dim();
+    emb.reset();
+
+    // ---- 2. served ----
+    std::vector<std::unique_ptr<unime::Embedder>> embedders;
+    for (int w = 0; w < workers; ++w) embedders.push_back(unime::Embedder::load(model, opt));
+    unime::serve::Metrics metrics;
+    unime::serve::Batcher batcher(std::move(embedders), bo, metrics);
+    unime::serve::ServerOptions so;
+    so.port = 0;
+    so.http_threads = std::max(64, clients + 8);
+    unime::serve::Server server(so, batcher, metrics);
+    const int port = server.bind();
+    std::thread listener([&] { server.listen(); });
+    {  // warm-up request
+      httplib::Client c("127.0.0.1", port);
+      c.Post("/v1/embeddings", json{{"input", texts[0]}}.dump(), "application/json");
+    }
+    std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
+    std::atomic<int> failures{0};
+    double max_diff = 0;
+    std::mutex diff_mu;
+    t0 = Clock::now();
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&, c] {
+        httplib::Client cli("127.0.0.1", port);
+        cli.set_read_timeout(600, 0);
+        double local_diff = 0;
+        for (int r = 0; r < requests; ++r) {
+          const int first = (c * requests + r) * ipr;
+          json in = json::array();
+          for (int k = 0; k < ipr; ++k) in.push_back(texts[first + k]);
+          const auto t = Clock::now();
+          auto res = cli.Post("/v1/embeddings", json{{"input", in}}.dump(), "application/json");
+          lat[c].push_back(seconds_since(t));
+          if (!res || res->status != 200) {
+            ++failures;
+            continue;
+          }
+          const json body = json::parse(res->body);
+          if (body["data"].size() != static_cast<size_t>(ipr)) {
+            ++failures;
+            continue;
+          }
+          for (int k = 0; k < ipr; ++k) {  // batching must not change a vector
+            const json& e = body["data"][k]["embedding"];
+            if (e.size() != static_cast<size_t>(D)) {
+              ++failures;
+              break;
+            }
+            for (int64_t d = 0; d < D; ++d)
+              local_diff = std::max(local_diff, std::abs(e[d].get<double>() - offline[(first + k) * D + d]));
+          }
+        }
+        std::lock_guard<std::mutex> lock(diff_mu);
+        max_diff = std::max(max_diff, local_diff);
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double served_s = seconds_since(t0);
+    server.stop();
+    listener.join();
+    batcher.stop();
+
+    std::vector<double> all;
+    for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+    const double off_tput = n / offline_s, srv_tput = n / served_s;
+    std::printf("offline embed: %d inputs in %.2f s = %.1f inputs/s (batch %d)\n", n, offline_s, off_tput, bo.max_batch);
+    std::printf("served: %d clients x %d requests x %d inputs in %.2f s = %.1f inputs/s, %.1f requests/s; "
+                "latency p50 %.1f ms, p99 %.1f ms; failures %d; max |served - offline| %.2e\n",
+                clients, requests, ipr, served_s, srv_tput, clients * requests / served_s, 1e3 * percentile(all, 0.5),
+                1e3 * percentile(all, 0.99), failures.load(), max_diff);
+    std::printf("bench-serve: served/offline throughput = %.1f%% (target >= 80%%)\n", 100.0 * srv_tput / off_tput);
+    return failures.load() == 0 ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
