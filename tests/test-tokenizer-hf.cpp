@@ -371,10 +371,14 @@ TEST_F(HfParity, LongLinesLinear) {
     const auto ref = ut::run_hf(file, {base, letters});
     EXPECT_TRUE(tok.encode(base, false) == ref.without_special[0]) << name << ": 1 MB mixed line";
     EXPECT_TRUE(tok.encode(letters, false) == ref.without_special[1]) << name << ": 1 MB word";
-    auto time_of = [&](const std::string& s) {
-      const auto t0 = std::chrono::steady_clock::now();
-      (void)tok.encode(s, false);
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto time_of = [&](const std::string& s) {  // best of 3: other work on the machine only adds
+      double best = 1e9;
+      for (int k = 0; k < 3; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        (void)tok.encode(s, false);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
     };
     for (const std::string* s : {&base, &letters}) {
       const std::string small = s->substr(0, s->size() / 8);
@@ -382,7 +386,7 @@ TEST_F(HfParity, LongLinesLinear) {
       std::printf("%s: 1/8 MB %.4f s, 1 MB %.4f s (ratio %.1f)\n", name, t_small, t_big,
                   t_big / t_small);
       EXPECT_LT(t_big, 10.0) << name;
-      EXPECT_LT(t_big / t_small, 24.0) << name << ": superlinear (quadratic would be ~64)";
+      EXPECT_LT(t_big / t_small, 32.0) << name << ": superlinear (linear is 8, quadratic ~64)";
     }
   }
 }
