@@ -16,6 +16,8 @@ namespace unime {
 std::vector<std::string> random_model_presets();
 /// The config.json text of a preset.
 std::string random_model_config(const std::string& preset);
+/// preprocessor_config.json of OpenAI CLIP's image processor at a square size (mean/std, bicubic).
+std::string clip_preprocessor_config(int size);
 /// Writes a random checkpoint for a preset name or a config.json path. dtype: f32 | bf16.
 void write_random_model(const std::string& preset_or_config, const std::string& out_dir,
                         const std::string& dtype, uint64_t seed);

@@ -24,6 +24,7 @@
 #include "train/pretrain.h"
 #include "train/trainer.h"
 #include "unime/embedder.h"
+#include "unime/random-model.h"
 
 namespace unime::demo {
 
@@ -172,15 +173,6 @@ nlohmann::json model_config(const Plan& p, int64_t vocab, int64_t image_token) {
             {"torch_dtype", "float32"}};
 }
 
-std::string preprocessor_config(int size) {
-  nlohmann::json p{{"image_processor_type", "CLIPImageProcessor"}, {"do_resize", true},
-                   {"size", {{"shortest_edge", size}}}, {"resample", 3}, {"do_center_crop", true},
-                   {"crop_size", {{"height", size}, {"width", size}}}, {"do_rescale", true},
-                   {"rescale_factor", 1.0 / 255.0}, {"do_normalize", true},
-                   {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
-                   {"image_std", {0.26862954, 0.26130258, 0.27577711}}, {"do_convert_rgb", true}};
-  return p.dump(2) + "\n";
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -321,7 +313,7 @@ int run_demo(const DemoOptions& o) {
     train::PretrainOptions po;
     po.config = model_config(p, vocab, /*<image>=*/4).dump(2);
     po.tokenizer_dir = tokdir.string();
-    po.preprocessor_config = preprocessor_config(p.world.image_size);
+    po.preprocessor_config = clip_preprocessor_config(p.world.image_size);
     po.data = {(world / "captions.jsonl").string(), (world / "vqa.jsonl").string()};
     po.output = base.string();
     po.steps = p.pre_steps;
@@ -345,15 +337,14 @@ int run_demo(const DemoOptions& o) {
   t = std::chrono::steady_clock::now();
   const std::string nli_path = (world / "nli.jsonl").string();
   const NliSentences nli = read_nli_sentences(nli_path);
+  const auto te = lexical_embed(nli.sentences, p.teacher_dim);  // deterministic, < 1 s
   if (o.force || !fs::exists(out / "teacher.npy")) {
     say("4/7 teacher: lexical TF-IDF embeddings of the stage-1 sentences -> teacher.npy");
-    auto te = lexical_embed(nli.sentences, p.teacher_dim);
     io::write_npy_f32((out / "teacher.npy").string(), te.data(),
                       {static_cast<int64_t>(nli.sentences.size()), p.teacher_dim});
   }
   double teacher_nli = 0, teacher_t2t = 0;
   {
-    auto te = lexical_embed(nli.sentences, p.teacher_dim);
     teacher_nli = nli_accuracy(nli, te, p.teacher_dim);
     auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "");
     std::vector<std::string> caps;

@@ -87,6 +87,16 @@ json preset(const std::string& name) {
 
 }  // namespace
 
+std::string clip_preprocessor_config(int size) {
+  json p{{"image_processor_type", "CLIPImageProcessor"}, {"do_resize", true},
+         {"size", {{"shortest_edge", size}}}, {"resample", 3}, {"do_center_crop", true},
+         {"crop_size", {{"height", size}, {"width", size}}}, {"do_rescale", true},
+         {"rescale_factor", 1.0 / 255.0}, {"do_normalize", true},
+         {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+         {"image_std", {0.26862954, 0.26130258, 0.27577711}}, {"do_convert_rgb", true}};
+  return p.dump(2) + "\n";
+}
+
 std::vector<std::string> random_model_presets() {
   return {"tiny-llama", "tiny-llava", "tiny-llava-qwen2", "qwen2-0.5b", "llava-qwen2-0.5b", "llava-1.5-7b"};
 }
@@ -122,13 +132,7 @@ void write_random_model(const std::string& preset_or_config, const std::string& 
   io::write_file_atomic((fs::path(out_dir) / "config.json").string(), j.dump(2) + "\n");
   if (cfg.vision) {
     const int64_t S = cfg.vision->image_size;
-    json p{{"image_processor_type", "CLIPImageProcessor"}, {"do_resize", true},
-           {"size", {{"shortest_edge", S}}}, {"resample", 3}, {"do_center_crop", true},
-           {"crop_size", {{"height", S}, {"width", S}}}, {"do_rescale", true},
-           {"rescale_factor", 1.0 / 255.0}, {"do_normalize", true},
-           {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
-           {"image_std", {0.26862954, 0.26130258, 0.27577711}}, {"do_convert_rgb", true}};
-    io::write_file_atomic((fs::path(out_dir) / "preprocessor_config.json").string(), p.dump(2) + "\n");
+    io::write_file_atomic((fs::path(out_dir) / "preprocessor_config.json").string(), clip_preprocessor_config(static_cast<int>(S)));
   }
 }
 
