@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "data/world-tasks.h"
 #include "io/image.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
@@ -66,8 +67,8 @@ TEST(Demo, QuickRunEndToEnd) {
 
   // the adapters are applied by `unime eval` exactly as in the report
   r = test::run_cmd(test::unime_bin() + " eval sugarcrepe --model " + D + "/base --lora " + D +
-                    "/stage1 --lora " + D + "/stage2 --no-cache --data " + D + "/world/sugarcrepe --image-root " + D +
-                    "/world --output " +
+                    "/stage1 --lora " + D + "/stage2 --no-cache --dtype f32 --data " + D + "/world/sugarcrepe --image-root " + D +
+                    "/world --image-instruction '" + data::world::kInstrI2T + "' --output " +
                     (tmp / "sc.json"));
   ASSERT_EQ(r.status, 0) << r.output;
   json sc = json::parse(test::read_text(tmp / "sc.json"));

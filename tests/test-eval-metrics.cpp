@@ -258,6 +258,26 @@ TEST(EvalSugarCrepe, HandMade) {
   EXPECT_EQ(m.count("Add"), 0u);
 }
 
+// --image-instruction / --text-instruction reach every input of their side, nothing else.
+TEST(EvalPairInstructions, ReachTheirSide) {
+  TempDir t;
+  std::filesystem::create_directories(t / "sc");
+  for (const char* f : {"a.png", "b.png"}) write_text(t / f, "x");
+  write_text(t / "r.jsonl", R"({"image":"a.png","captions":["ca1","ca2"]})" "\n");
+  write_text(t / "sc/swap-att.json",
+             R"({"0": {"filename": "b.png", "caption": "p", "negative_caption": "n"}})");
+  const ev::PairInstructions ins{"<|image_1|>\nFind a caption.", "Represent the caption."};
+  auto r = ev::read_retrieval(t / "r.jsonl", "", ins);
+  EXPECT_EQ(r.table.inputs()[r.image[0]].instruction, ins.image);
+  for (int64_t id : r.text) EXPECT_EQ(r.table.inputs()[id].instruction, ins.text);
+  auto s = ev::read_sugarcrepe(t / "sc", t.path().string(), ins);
+  EXPECT_EQ(s.table.inputs()[s.subsets[0].image[0]].instruction, ins.image);
+  EXPECT_EQ(s.table.inputs()[s.subsets[0].pos[0]].instruction, ins.text);
+  EXPECT_EQ(s.table.inputs()[s.subsets[0].neg[0]].instruction, ins.text);
+  auto plain = ev::read_retrieval(t / "r.jsonl", "");
+  EXPECT_EQ(plain.table.inputs()[plain.image[0]].instruction, "");
+}
+
 // Counts the inputs it embeds; vector = a function of the text and the image's bytes.
 class FakeEmbedder : public unime::Embedder {
  public:

@@ -20,7 +20,16 @@ struct EvalArgs {
   std::string model, data, image_root, output, cache_dir;
   bool no_cache = false;
   unime::EmbedderOptions opt;
+  unime::eval::PairInstructions ins;  // retrieval and sugarcrepe only
 };
+
+void add_instruction_options(CLI::App* cmd, EvalArgs& a) {
+  cmd->add_option("--image-instruction", a.ins.image,
+                  "instruction for the image side, MMEB style (default: the template's "
+                  "'Summary above image in one word' prompt)");
+  cmd->add_option("--text-instruction", a.ins.text,
+                  "instruction for the caption side (default: the template's sentence prompt)");
+}
 
 CLI::App* add_eval_subcommand(CLI::App* eval, const char* name, const char* help, EvalArgs& a,
                               const char* data_help) {
@@ -60,7 +69,8 @@ std::vector<float> embed_table(const EvalArgs& a, const ev::InputTable& table, e
   meta["model"] = {{"path", a.model}, {"describe", describe}, {"cache_key", ev::hash_hex(key)}};
   meta["options"] = {{"dtype", a.opt.dtype},   {"template", a.opt.prompt_template},
                      {"device", a.opt.device}, {"truncate", a.opt.truncate}, {"lora", a.opt.lora},
-                     {"image_root", a.image_root}, {"cache_dir", cache}};
+                     {"image_root", a.image_root}, {"cache_dir", cache},
+                     {"image_instruction", a.ins.image}, {"text_instruction", a.ins.text}};
   meta["data"] = a.data;
   meta["counts"] = {{"unique_inputs", st.unique}, {"cached", st.cached}, {"embedded", st.embedded}};
   *dim = emb->dim();
@@ -131,10 +141,11 @@ void register_eval(CLI::App& app) {
 
   // ---- retrieval ----
   auto ar = std::make_shared<EvalArgs>();
-  add_eval_subcommand(eval, "retrieval", "image-text retrieval: Recall@1/5/10 text->image and image->text",
-                      *ar, "JSONL: {\"image\", \"captions\": [...]} or {\"image\", \"caption\"} per line")
-      ->callback([ar]() {
-        auto d = ev::read_retrieval(ar->data, ar->image_root);
+  auto* cr = add_eval_subcommand(eval, "retrieval", "image-text retrieval: Recall@1/5/10 text->image and image->text",
+                      *ar, "JSONL: {\"image\", \"captions\": [...]} or {\"image\", \"caption\"} per line");
+  add_instruction_options(cr, *ar);
+  cr->callback([ar]() {
+        auto d = ev::read_retrieval(ar->data, ar->image_root, ar->ins);
         ev::Report meta;
         int64_t D = 0;
         auto emb = embed_table(*ar, d.table, meta, &D);
@@ -148,10 +159,11 @@ void register_eval(CLI::App& app) {
 
   // ---- sugarcrepe ----
   auto as = std::make_shared<EvalArgs>();
-  add_eval_subcommand(eval, "sugarcrepe", "SugarCrepe: accuracy per subset and Replace/Swap/Add means",
-                      *as, "folder of <subset>.json or one .json")
-      ->callback([as]() {
-        auto d = ev::read_sugarcrepe(as->data, as->image_root);
+  auto* cs = add_eval_subcommand(eval, "sugarcrepe", "SugarCrepe: accuracy per subset and Replace/Swap/Add means",
+                      *as, "folder of <subset>.json or one .json");
+  add_instruction_options(cs, *as);
+  cs->callback([as]() {
+        auto d = ev::read_sugarcrepe(as->data, as->image_root, as->ins);
         ev::Report meta;
         int64_t D = 0;
         auto emb = embed_table(*as, d.table, meta, &D);

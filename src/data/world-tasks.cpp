@@ -19,8 +19,6 @@ constexpr const char* kInstrColour =
 constexpr const char* kInstrVqa =
     "<|image_1|>\nRepresent the given image with the following question: ";
 constexpr const char* kInstrT2I = "Find me an everyday image that matches the given caption: ";
-constexpr const char* kInstrI2T =
-    "<|image_1|>\nFind an image caption describing the given everyday image.";
 constexpr const char* kInstrEdit =
     "<|image_1|>\nGiven an image, find a similar everyday image with the described changes: ";
 constexpr const char* kInstrSimilar =

@@ -85,6 +85,10 @@ std::vector<std::string> instruction_texts();
 /// remove, add); returns false if the drawn edit was impossible.
 bool random_edit(Scene& s, Rng& rng);
 
+/// The caption-retrieval (image -> caption) instruction; the demo also evaluates image-text
+/// retrieval and SugarCrepe with it on the image side.
+inline constexpr const char* kInstrI2T =
+    "<|image_1|>\nFind an image caption describing the given everyday image.";
 inline constexpr const char* kTgtImage = "<|image_1|>\nRepresent the given image.";
 inline constexpr const char* kTgtCrop = "<|image_1|>\nRepresent the given cropped image of the object";
 

@@ -12,6 +12,7 @@
 #include <variant>
 
 #include "core/error.h"
+#include "data/world-tasks.h"
 #include "data/world.h"
 #include "demo/report.h"
 #include "demo/teacher.h"
@@ -39,7 +40,7 @@ struct Plan {
   int patch = 16;  // 64 px images -> 4 x 4 = 16 feature tokens per image
   int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 128;
   int64_t pre_steps = 0, pre_batch = 16;
-  std::string pre_dtype = "bf16";
+  std::string dtype = "f32";  // every step: at this size f32 beats bf16 (eager overhead dominates)
   double pre_lr = 1e-3;
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
@@ -211,9 +212,9 @@ struct Variant {
 };
 
 json evaluate(const Variant& v, const std::string& base, const fs::path& world,
-              const NliSentences& nli, int threads) {
+              const NliSentences& nli, int threads, const std::string& dtype) {
   EmbedderOptions eo;
-  eo.dtype = "auto";
+  eo.dtype = dtype;
   eo.threads = threads;
   eo.batch_size = 64;
   eo.lora = v.lora;
@@ -238,7 +239,10 @@ json evaluate(const Variant& v, const std::string& base, const fs::path& world,
   r["sim_pos"] = pos;
   r["sim_neg"] = neg;
 
-  auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "");
+  // image-text sets: the image side with the instruction stage 2 trains image -> caption with
+  // (a tiny model does not carry over to the untrained "in one word" image prompt; see README)
+  const eval::PairInstructions ins{data::world::kInstrI2T, ""};
+  auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "", ins);
   e = run(rt.table);
   auto rs = eval::score_retrieval(rt, e, D);
   for (auto& x : eval::score_text_to_text(rt, e, D)) rs.push_back(x);
@@ -259,7 +263,7 @@ json evaluate(const Variant& v, const std::string& base, const fs::path& world,
   }
   r["examples"] = ex;
 
-  auto sc = eval::read_sugarcrepe((world / "sugarcrepe").string(), world.string());
+  auto sc = eval::read_sugarcrepe((world / "sugarcrepe").string(), world.string(), ins);
   e = run(sc.table);
   r["sugarcrepe"] = scores_json(eval::score_sugarcrepe(sc, e, D));
 
@@ -319,7 +323,7 @@ int run_demo(const DemoOptions& o) {
     po.steps = p.pre_steps;
     po.batch_size = p.pre_batch;
     po.lr = p.pre_lr;
-    po.dtype = getenv("UNIME_DEMO_PRE_DTYPE") ? getenv("UNIME_DEMO_PRE_DTYPE") : p.pre_dtype;
+    po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;
     po.threads = o.threads;
@@ -337,9 +341,11 @@ int run_demo(const DemoOptions& o) {
   t = std::chrono::steady_clock::now();
   const std::string nli_path = (world / "nli.jsonl").string();
   const NliSentences nli = read_nli_sentences(nli_path);
-  const auto te = lexical_embed(nli.sentences, p.teacher_dim);  // deterministic, < 1 s
+  const auto vocab_words =
+      WorldVocab::from_world_json(nlohmann::json::parse(io::read_file((world / "world.json").string())));
+  const auto te = teacher_embed(nli.sentences, vocab_words, p.teacher_dim);  // deterministic, < 1 s
   if (o.force || !fs::exists(out / "teacher.npy")) {
-    say("4/7 teacher: lexical TF-IDF embeddings of the stage-1 sentences -> teacher.npy");
+    say("4/7 teacher: compositional embeddings of the stage-1 sentences -> teacher.npy");
     io::write_npy_f32((out / "teacher.npy").string(), te.data(),
                       {static_cast<int64_t>(nli.sentences.size()), p.teacher_dim});
   }
@@ -349,7 +355,7 @@ int run_demo(const DemoOptions& o) {
     auto rt = eval::read_retrieval((world / "retrieval.jsonl").string(), "");
     std::vector<std::string> caps;
     for (auto& in : rt.table.inputs()) caps.push_back(in.text);
-    auto ce = lexical_embed(caps, p.teacher_dim);
+    auto ce = teacher_embed(caps, vocab_words, p.teacher_dim);
     for (auto& [k, v] : eval::score_text_to_text(rt, ce, p.teacher_dim))
       if (k == "t2t_R@1") teacher_t2t = v;
   }
@@ -364,7 +370,7 @@ int run_demo(const DemoOptions& o) {
     to.output = dir.string();
     to.seed = o.seed;
     to.threads = o.threads;
-    to.dtype = "bf16";
+    to.dtype = p.dtype;
     to.quiet = false;
     train::run_training(to);
   };
@@ -434,7 +440,7 @@ int run_demo(const DemoOptions& o) {
       {"ablation-nofilter", "stage 2 without the false-negative filter", {s1, (out / "ablation-nofilter").string()}}};
   if (!p.ablation_nofilter) variants.pop_back();
   json results = json::object();
-  for (auto& v : variants) results[v.key] = evaluate(v, base.string(), world, nli, o.threads);
+  for (auto& v : variants) results[v.key] = evaluate(v, base.string(), world, nli, o.threads, p.dtype);
   timings["eval"] = seconds_since(t);
   timings["total"] = seconds_since(t_all);
 

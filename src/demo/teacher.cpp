@@ -1,10 +1,10 @@
-// Lexical teacher; see teacher.h.
+// Compositional text teacher; see teacher.h.
 #include "demo/teacher.h"
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <nlohmann/json.hpp>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "core/error.h"
 #include "io/jsonl.h"
@@ -19,11 +19,72 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-std::vector<std::string> features(const std::string& s) {
-  auto w = words(s);
-  std::vector<std::string> f = w;
-  for (size_t i = 0; i + 1 < w.size(); ++i) f.push_back(w[i] + " " + w[i + 1]);
-  return f;
+bool in(const std::vector<std::string>& v, const std::string& w) {
+  return std::find(v.begin(), v.end(), w) != v.end();
+}
+
+struct Object {
+  std::string size, colour, shape;
+};
+
+// One sentence: noun phrases "[size] [colour] shape" and, between two consecutive ones, a
+// relation word (left/right/above/over/below/under) when present.
+void sentence_facts(const std::vector<std::string>& w, const WorldVocab& v,
+                    std::vector<std::pair<std::string, float>>& out) {
+  std::vector<Object> objs;
+  std::vector<size_t> at;  // word index of each object's shape word
+  Object cur;
+  std::string tone, texture;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (in(v.sizes, w[i])) {
+      cur.size = w[i];
+    } else if (in(v.colours, w[i])) {
+      cur.colour = w[i];
+    } else if (in(v.shapes, w[i])) {
+      cur.shape = w[i];
+      objs.push_back(cur);
+      at.push_back(i);
+      cur = {};
+    } else {
+      if (in(v.tones, w[i])) tone = w[i];
+      if (in(v.textures, w[i])) texture = w[i];
+      cur = {};
+    }
+  }
+  auto key = [](const Object& o) { return o.colour.empty() ? o.shape : o.colour + " " + o.shape; };
+  for (const auto& o : objs) {
+    out.push_back({"shape:" + o.shape, 1.0f});
+    if (!o.colour.empty()) out.push_back({"object:" + o.colour + " " + o.shape, 2.0f});
+    if (!o.size.empty()) out.push_back({"size:" + o.size + " " + o.shape, 1.0f});
+  }
+  for (size_t k = 0; k + 1 < objs.size(); ++k) {
+    std::string rel;
+    bool flip = false;
+    for (size_t i = at[k] + 1; i < at[k + 1]; ++i) {
+      if (w[i] == "left") rel = "left of";
+      if (w[i] == "right") rel = "left of", flip = true;
+      if (w[i] == "above" || w[i] == "over") rel = "above";
+      if (w[i] == "below" || w[i] == "under") rel = "above", flip = true;
+    }
+    if (rel.empty()) continue;
+    const Object& a = flip ? objs[k + 1] : objs[k];
+    const Object& b = flip ? objs[k] : objs[k + 1];
+    out.push_back({"relation:" + key(a) + " " + rel + " " + key(b), 3.0f});
+    out.push_back({"relation-shapes:" + a.shape + " " + rel + " " + b.shape, 1.5f});
+  }
+  if (!tone.empty()) out.push_back({"background:" + tone, 2.0f});
+  if (!texture.empty()) out.push_back({"texture:" + texture, 2.0f});
+}
+
+// A fixed random unit vector per feature (Gaussian from the feature's hash).
+void add_feature(float* row, int64_t dim, const std::string& f, float weight) {
+  std::mt19937_64 rng(fnv1a(f));
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> u(static_cast<size_t>(dim));
+  double n = 0;
+  for (auto& x : u) x = g(rng), n += double(x) * x;
+  const float s = weight / static_cast<float>(std::sqrt(n));
+  for (int64_t k = 0; k < dim; ++k) row[k] += s * u[static_cast<size_t>(k)];
 }
 
 }  // namespace
@@ -43,26 +104,43 @@ std::vector<std::string> words(const std::string& s) {
   return out;
 }
 
-std::vector<float> lexical_embed(const std::vector<std::string>& sentences, int64_t dim) {
-  UNIME_CHECK(dim > 0, "lexical_embed: dim must be > 0");
-  const int64_t N = static_cast<int64_t>(sentences.size());
-  std::vector<std::vector<std::string>> feats(N);
-  std::unordered_map<std::string, int64_t> df;
-  for (int64_t i = 0; i < N; ++i) {
-    feats[i] = features(sentences[i]);
-    std::unordered_set<std::string> seen(feats[i].begin(), feats[i].end());
-    for (auto& f : seen) ++df[f];
+WorldVocab WorldVocab::from_world_json(const nlohmann::json& world) {
+  UNIME_CHECK(world.contains("vocab") && world["vocab"].is_object(), "world.json: no 'vocab' object");
+  const auto& v = world["vocab"];
+  auto list = [&](const char* k) {
+    UNIME_CHECK(v.contains(k) && v[k].is_array(), "world.json: vocab has no '", k, "' list");
+    std::vector<std::string> r;
+    for (const auto& x : v[k]) {
+      UNIME_CHECK(x.is_string(), "world.json: vocab '", k, "' must hold strings");
+      r.push_back(x.get<std::string>());
+    }
+    return r;
+  };
+  return {list("shapes"), list("colours"), list("sizes"), list("background_tones"),
+          list("background_textures")};
+}
+
+std::vector<std::pair<std::string, float>> teacher_facts(const std::string& text, const WorldVocab& v) {
+  std::vector<std::pair<std::string, float>> out;
+  std::string sentence;
+  for (char c : text + ".") {
+    if (c == '.' || c == '?' || c == '!' || c == ';' || c == '\n') {
+      sentence_facts(words(sentence), v, out);
+      sentence.clear();
+    } else {
+      sentence += c;
+    }
   }
+  return out;
+}
+
+std::vector<float> teacher_embed(const std::vector<std::string>& texts, const WorldVocab& v, int64_t dim) {
+  UNIME_CHECK(dim > 0, "teacher_embed: dim must be > 0");
+  const int64_t N = static_cast<int64_t>(texts.size());
   std::vector<float> out(static_cast<size_t>(N * dim), 0.0f);
   for (int64_t i = 0; i < N; ++i) {
-    std::unordered_map<std::string, int64_t> tf;
-    for (auto& f : feats[i]) ++tf[f];
     float* row = out.data() + i * dim;
-    for (auto& [f, c] : tf) {
-      const double idf = std::log((1.0 + N) / (1.0 + df[f])) + 1.0;
-      const uint64_t h = fnv1a(f);
-      row[h % dim] += static_cast<float>((h >> 63) ? -c * idf : c * idf);  // signed hashing
-    }
+    for (const auto& [f, wgt] : teacher_facts(texts[static_cast<size_t>(i)], v)) add_feature(row, dim, f, wgt);
     double n = 0;
     for (int64_t k = 0; k < dim; ++k) n += double(row[k]) * row[k];
     if (n > 0)

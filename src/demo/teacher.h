@@ -1,8 +1,14 @@
-// The demo's text teacher: a lexical embedding (TF-IDF over word unigrams and bigrams, hashed to
-// a fixed width, L2-normalised). The world's sentences differ in which attributes bind to which
-// objects; bigrams see "red circle" vs "red square", which a freshly pretrained tiny LLM's
-// last-token state does not separate well. It stands where NV-Embed-V2 stands in the paper: a
-// stronger text embedder run offline, its vectors stored as .npy for stage 1.
+// The demo's text teacher: a compositional embedding of the world's language. It parses a
+// sentence into the facts it states - objects (shape, colour, size), the relations between them
+// (converse forms normalised: "X right of Y" = "Y left of X"), the background - and embeds the
+// weighted sum of fixed random unit vectors, one per fact (hashed), L2-normalised. Paraphrases
+// map to the same vector, a subset of the facts stays close, a changed attribute or relation
+// moves away: the discriminative knowledge a freshly pretrained tiny LLM lacks. It stands where
+// NV-Embed-V2 stands in the paper: a stronger text embedder run offline, its vectors stored as
+// .npy for stage 1.
+//
+//   auto v = unime::demo::WorldVocab::from_world_json(world_json);
+//   auto emb = unime::demo::teacher_embed(sentences, v, 512);   // [N x 512], unit rows
 #pragma once
 
 #include <array>
@@ -10,14 +16,24 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace unime::demo {
 
 /// Lower-cased alphanumeric words of s.
 std::vector<std::string> words(const std::string& s);
 
-/// [N x dim] row-major, rows unit-norm (a row with no words is all zero). IDF is fitted on
-/// `sentences` itself (smooth: log((1 + N) / (1 + df)) + 1).
-std::vector<float> lexical_embed(const std::vector<std::string>& sentences, int64_t dim);
+/// The world's words the teacher understands (world.json "vocab").
+struct WorldVocab {
+  std::vector<std::string> shapes, colours, sizes, tones, textures;
+  static WorldVocab from_world_json(const nlohmann::json& world);
+};
+
+/// The facts one text states, as feature strings with weights (exposed for tests).
+std::vector<std::pair<std::string, float>> teacher_facts(const std::string& text, const WorldVocab& v);
+
+/// [N x dim] row-major, rows unit-norm (a text with no facts is all zero).
+std::vector<float> teacher_embed(const std::vector<std::string>& texts, const WorldVocab& v, int64_t dim);
 
 /// Sentences of an NLI / text JSONL in the order stage 1 reads them (per row: text, sent0, sent1,
 /// hard_neg), and the (sent0, sent1, hard_neg) row index triples.

@@ -24,10 +24,12 @@ std::string resolve(const std::string& root, const std::string& p) {
 
 // A text/image input; the image (if any) must exist. `what` names the field for errors.
 EmbedInput make_input(const std::string& text, const std::string& image, const std::string& root,
-                      const std::string& where, const std::string& what) {
+                      const std::string& where, const std::string& what,
+                      const std::string& instruction = "") {
   UNIME_CHECK(!text.empty() || !image.empty(), where, ": ", what, " has neither text nor image");
   EmbedInput in;
   in.text = text;
+  in.instruction = instruction;
   in.where = str(where, " (", what, ")");
   if (!image.empty()) {
     const std::string path = resolve(root, image);
@@ -187,7 +189,8 @@ MmebResult score_mmeb(const MmebData& d, const std::vector<float>& emb, int64_t 
 
 // ---- image-text retrieval ----
 
-RetrievalData read_retrieval(const std::string& path, const std::string& image_root) {
+RetrievalData read_retrieval(const std::string& path, const std::string& image_root,
+                             const PairInstructions& ins) {
   RetrievalData d;
   d.name = fs::path(path).stem().string();
   const std::string root = image_root.empty() ? io::parent_dir(path) : image_root;
@@ -200,9 +203,9 @@ RetrievalData read_retrieval(const std::string& path, const std::string& image_r
     if (!one.empty()) caps.push_back(one);
     UNIME_CHECK(!caps.empty(), where, ": no captions (expected 'captions': [...] or 'caption')");
     const int64_t i = static_cast<int64_t>(d.image.size());
-    d.image.push_back(d.table.add(make_input("", image, root, where, "row")));
+    d.image.push_back(d.table.add(make_input("", image, root, where, "row", ins.image)));
     for (size_t c = 0; c < caps.size(); ++c) {
-      d.text.push_back(d.table.add(make_input(caps[c], "", root, where, str("caption ", c))));
+      d.text.push_back(d.table.add(make_input(caps[c], "", root, where, str("caption ", c), ins.text)));
       d.text_image.push_back(i);
     }
   });
@@ -250,7 +253,8 @@ Scores score_text_to_text(const RetrievalData& d, const std::vector<float>& emb,
 
 // ---- SugarCrepe ----
 
-SugarData read_sugarcrepe(const std::string& data, const std::string& image_root) {
+SugarData read_sugarcrepe(const std::string& data, const std::string& image_root,
+                          const PairInstructions& ins) {
   SugarData d;
   std::vector<std::string> files;
   std::string folder;
@@ -283,9 +287,9 @@ SugarData read_sugarcrepe(const std::string& data, const std::string& image_root
       const std::string neg = io::json_string(v, "negative_caption", where);
       UNIME_CHECK(!image.empty() && !pos.empty() && !neg.empty(), where,
                   ": 'filename', 'caption' and 'negative_caption' must all be non-empty");
-      s.image.push_back(d.table.add(make_input("", image, root, where, "item")));
-      s.pos.push_back(d.table.add(make_input(pos, "", root, where, "caption")));
-      s.neg.push_back(d.table.add(make_input(neg, "", root, where, "negative_caption")));
+      s.image.push_back(d.table.add(make_input("", image, root, where, "item", ins.image)));
+      s.pos.push_back(d.table.add(make_input(pos, "", root, where, "caption", ins.text)));
+      s.neg.push_back(d.table.add(make_input(neg, "", root, where, "negative_caption", ins.text)));
     }
     d.subsets.push_back(std::move(s));
   }

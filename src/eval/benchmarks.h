@@ -49,7 +49,14 @@ struct MmebResult {
 };
 MmebResult score_mmeb(const MmebData& d, const std::vector<float>& emb, int64_t D);
 
-// ---- image-text retrieval ----
+// ---- image-text retrieval and SugarCrepe ----
+
+/// Instructions for the two sides of an image-text set (MMEB convention, e.g. "Find an image
+/// caption describing the given image."; a "<|image_1|>" in it marks where the image goes).
+/// Empty: the template's plain prompts ("... Summary above image in one word:").
+struct PairInstructions {
+  std::string image, text;
+};
 
 struct RetrievalData {
   std::string name;
@@ -60,7 +67,8 @@ struct RetrievalData {
 };
 
 /// JSONL rows {"image": path, "captions": [...]} or {"image": path, "caption": "..."}.
-RetrievalData read_retrieval(const std::string& path, const std::string& image_root);
+RetrievalData read_retrieval(const std::string& path, const std::string& image_root,
+                             const PairInstructions& ins = {});
 /// t2i_R@1/5/10 (caption -> its image) and i2t_R@1/5/10 (image -> any of its captions).
 Scores score_retrieval(const RetrievalData& d, const std::vector<float>& emb, int64_t D);
 /// Text-to-text retrieval among the captions (sets with several captions per image): each caption
@@ -80,7 +88,8 @@ struct SugarData {
 };
 
 /// A folder of <subset>.json or one .json: {"<id>": {"filename", "caption", "negative_caption"}}.
-SugarData read_sugarcrepe(const std::string& data, const std::string& image_root);
+SugarData read_sugarcrepe(const std::string& data, const std::string& image_root,
+                          const PairInstructions& ins = {});
 /// Accuracy per subset, then Replace / Swap / Add means (subsets named replace*, swap*, add*).
 Scores score_sugarcrepe(const SugarData& d, const std::vector<float>& emb, int64_t D);
 
