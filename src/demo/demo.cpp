@@ -39,6 +39,7 @@ struct Plan {
   int64_t bpe_vocab = 1024;
   int patch = 16;  // 64 px images -> 4 x 4 = 16 feature tokens per image
   int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 128;
+  int64_t vision_steps = 0, vision_batch = 64;  // vision-tower warm-up on the scene labels
   int64_t pre_steps = 0, pre_batch = 16;
   std::string dtype = "f32";  // every step: at this size f32 beats bf16 (eager overhead dominates)
   double pre_lr = 1e-3;
@@ -54,12 +55,14 @@ struct Plan {
 using PlanRef = std::variant<int*, int64_t*, double*, bool*>;
 std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
   return {{"pretrain_scenes", &p.world.pretrain_scenes}, {"max_objects", &p.world.max_objects},
+          {"captions_per_scene", &p.world.captions_per_scene}, {"vqa_per_scene", &p.world.vqa_per_scene},
           {"nli_rows", &p.world.nli_rows}, {"train_per_source", &p.world.train_per_source},
           {"eval_queries", &p.world.eval_queries}, {"candidates", &p.world.candidates},
           {"retrieval_images", &p.world.retrieval_images}, {"sugarcrepe_items", &p.world.sugarcrepe_items},
           {"bpe_vocab", &p.bpe_vocab}, {"patch", &p.patch}, {"vision_layers", &p.vision_layers},
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
-          {"text_hidden", &p.text_hidden}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
+          {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
+          {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
           {"pre_lr", &p.pre_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_lora_vision", &p.s2_lora_vision},
@@ -319,6 +322,9 @@ int run_demo(const DemoOptions& o) {
     po.tokenizer_dir = tokdir.string();
     po.preprocessor_config = clip_preprocessor_config(p.world.image_size);
     po.data = {(world / "captions.jsonl").string(), (world / "vqa.jsonl").string()};
+    po.vision_labels = (world / "scenes.jsonl").string();
+    po.vision_steps = p.vision_steps;
+    po.vision_batch = p.vision_batch;
     po.output = base.string();
     po.steps = p.pre_steps;
     po.batch_size = p.pre_batch;
@@ -330,7 +336,9 @@ int run_demo(const DemoOptions& o) {
     auto r = train::run_pretrain(po);
     pre = {{"parameters", r.parameters}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
            {"seconds", r.seconds}, {"tokens", r.tokens},
-           {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image}};
+           {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image},
+           {"vision_first_loss", r.vision_first_loss}, {"vision_last_loss", r.vision_last_loss},
+           {"vision_accuracy", r.vision_accuracy}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));

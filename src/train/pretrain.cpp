@@ -11,6 +11,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -72,6 +73,172 @@ void save_checkpoint(models::Model& m, const PretrainOptions& o, const fs::path&
   io::write_file_atomic((dir / "preprocessor_config.json").string(), o.preprocessor_config);
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     io::write_file_atomic((dir / f).string(), io::read_file((fs::path(o.tokenizer_dir) / f).string()));
+}
+
+// Per-image labels for the vision warm-up: for every grid cell the colour, shape and size class
+// of the object there (0 = empty), and the background's tone and texture. Class lists come from
+// the file itself (sorted), so any vocabulary works.
+struct VisionLabels {
+  int64_t cells = 0, colours = 0, shapes = 0, sizes = 0, tones = 0, textures = 0;
+  std::map<std::string, std::vector<int64_t>> by_image;  // resolved path -> targets
+  int64_t width() const { return cells * 3 + 2; }         // targets per image
+};
+
+VisionLabels read_vision_labels(const std::string& path) {
+  struct Obj { std::string colour, shape, size; int64_t row, col; };
+  struct Row { std::string image, tone, texture; std::vector<Obj> objs; };
+  std::vector<Row> rows;
+  std::set<std::string> colours, shapes, sizes, tones, textures;
+  int64_t grid = 0;
+  const fs::path base = fs::path(path).parent_path();
+  io::read_jsonl(path, [&](int64_t line, const json& r) {
+    const std::string where = str(path, ":", line);
+    auto text = [&](const json& o, const char* k) {
+      UNIME_CHECK(o.is_object() && o.contains(k) && o[k].is_string(), where, ": expected a string '", k, "'");
+      return o[k].get<std::string>();
+    };
+    Row row{(base / text(r, "image")).string(), text(r, "tone"), text(r, "texture"), {}};
+    UNIME_CHECK(r.contains("objects") && r["objects"].is_array(), where, ": expected an 'objects' list");
+    for (const auto& o : r["objects"]) {
+      UNIME_CHECK(o.is_object() && o.contains("row") && o["row"].is_number_integer() && o.contains("col") &&
+                      o["col"].is_number_integer() && o["row"].get<int64_t>() >= 0 && o["col"].get<int64_t>() >= 0 &&
+                      o["row"].get<int64_t>() < 16 && o["col"].get<int64_t>() < 16,
+                  where, ": an object needs integer 'row' and 'col' in 0..15");
+      Obj ob{text(o, "colour"), text(o, "shape"), text(o, "size"), o["row"].get<int64_t>(), o["col"].get<int64_t>()};
+      grid = std::max({grid, ob.row + 1, ob.col + 1});
+      colours.insert(ob.colour), shapes.insert(ob.shape), sizes.insert(ob.size);
+      row.objs.push_back(ob);
+    }
+    tones.insert(row.tone), textures.insert(row.texture);
+    rows.push_back(std::move(row));
+  });
+  UNIME_CHECK(!rows.empty() && grid > 0, path, ": no labelled objects");
+  auto index = [](const std::set<std::string>& s, const std::string& v) {
+    return static_cast<int64_t>(std::distance(s.begin(), s.find(v)));
+  };
+  VisionLabels L;
+  L.cells = grid * grid;
+  L.colours = static_cast<int64_t>(colours.size()) + 1, L.shapes = static_cast<int64_t>(shapes.size()) + 1;
+  L.sizes = static_cast<int64_t>(sizes.size()) + 1;
+  L.tones = static_cast<int64_t>(tones.size()), L.textures = static_cast<int64_t>(textures.size());
+  for (const auto& r : rows) {
+    std::vector<int64_t> t(static_cast<size_t>(L.width()), 0);  // [colour x cells, shape x cells, size x cells, tone, texture]
+    for (const auto& o : r.objs) {
+      const int64_t c = o.row * grid + o.col;
+      t[c] = index(colours, o.colour) + 1;
+      t[L.cells + c] = index(shapes, o.shape) + 1;
+      t[2 * L.cells + c] = index(sizes, o.size) + 1;
+    }
+    t[3 * L.cells] = index(tones, r.tone);
+    t[3 * L.cells + 1] = index(textures, r.texture);
+    L.by_image[r.image] = std::move(t);
+  }
+  return L;
+}
+
+// The vision warm-up: ViT + projector + a temporary linear head over the F feature tokens, one
+// cross-entropy per label (cells' colour / shape / size, tone, texture), AdamW + cosine.
+void vision_warmup(models::Model& model, const PretrainOptions& o, const std::vector<torch::Tensor>& pixels,
+                   const std::map<std::string, int64_t>& image_index, PretrainResult& res) {
+  const VisionLabels L = read_vision_labels(o.vision_labels);
+  std::vector<int64_t> images;            // pixel-table rows with labels
+  std::vector<std::vector<int64_t>> targets;
+  for (const auto& [path, i] : image_index) {
+    auto it = L.by_image.find(path);
+    if (it == L.by_image.end()) continue;
+    images.push_back(i);
+    targets.push_back(it->second);
+  }
+  UNIME_CHECK(static_cast<int64_t>(images.size()) >= o.vision_batch, o.vision_labels, ": labels for ",
+              images.size(), " of the training images, fewer than the vision batch ", o.vision_batch);
+  std::vector<torch::Tensor> params;
+  for (auto& [name, p] : model.named_parameters())
+    if (name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos)
+      params.push_back(p);
+  UNIME_CHECK(!params.empty(), "pretrain: the model has no vision_tower / multi_modal_projector parameters");
+  int64_t F = 0, D = 0;
+  {
+    torch::NoGradGuard ng;
+    auto f = model.image_features(pixels[0].unsqueeze(0));
+    F = f.size(1), D = f.size(2);
+  }
+  // head outputs: colour, shape, size logits per cell, then tone and texture
+  const std::vector<std::pair<int64_t, int64_t>> groups = {
+      {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
+  int64_t out_dim = 0;
+  for (auto [n, k] : groups) out_dim += n * k;
+  torch::nn::Linear head(torch::nn::LinearOptions(F * D, out_dim));
+  for (auto& p : head->parameters()) params.push_back(p);
+  for (auto& p : params) p.requires_grad_(true);
+  torch::optim::AdamW optim(params, torch::optim::AdamWOptions(o.vision_lr).betas({0.9, 0.95}).weight_decay(0.0));
+  for (auto& [p, m] : model.modules()) m->train();
+
+  auto loss_of = [&](const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
+    std::vector<torch::Tensor> px;
+    std::vector<int64_t> tg;
+    for (size_t b : batch) {
+      px.push_back(pixels[images[b]]);
+      tg.insert(tg.end(), targets[b].begin(), targets[b].end());
+    }
+    const int64_t B = static_cast<int64_t>(batch.size());
+    auto logits = head(model.image_features(torch::stack(px)).reshape({B, F * D}));  // [B, out_dim]
+    auto t = torch::tensor(tg, torch::kInt64).view({B, L.width()});
+    torch::Tensor loss = torch::zeros({}), off_t = torch::zeros({});
+    int64_t off = 0, col = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const auto [n, k] = groups[g];
+      auto lg = logits.narrow(1, off, n * k).reshape({B * n, k});
+      auto tt = t.narrow(1, col, n).reshape({B * n});
+      loss = loss + torch::nn::functional::cross_entropy(lg, tt);
+      if (right && g < 2) {  // colour and shape of the occupied cells
+        auto occupied = tt.ne(0);
+        *right += lg.argmax(1).eq(tt).logical_and(occupied).sum().item<int64_t>();
+        *total += occupied.sum().item<int64_t>();
+      }
+      off += n * k, col += n;
+    }
+    return loss / static_cast<double>(groups.size());
+  };
+
+  std::mt19937_64 rng(o.seed + 1);
+  std::vector<size_t> order(images.size());
+  std::iota(order.begin(), order.end(), 0);
+  size_t cursor = order.size();
+  std::vector<double> losses;
+  ProgressBar bar("vision warm-up", o.vision_steps, "steps");
+  for (int64_t step = 1; step <= o.vision_steps; ++step) {
+    const double lr = schedule_lr("cosine", o.vision_lr, step, o.vision_steps, std::max<int64_t>(5, o.vision_steps / 20));
+    for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    std::vector<size_t> batch;
+    for (int64_t b = 0; b < o.vision_batch; ++b) {
+      if (cursor == order.size()) {
+        std::shuffle(order.begin(), order.end(), rng);
+        cursor = 0;
+      }
+      batch.push_back(order[cursor++]);
+    }
+    auto loss = loss_of(batch, nullptr, nullptr);
+    optim.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(params, 1.0);
+    optim.step();
+    losses.push_back(loss.item<double>());
+    UNIME_CHECK(std::isfinite(losses.back()), "pretrain: the vision warm-up loss is ", losses.back(), " at step ", step);
+    if (!o.quiet) bar.update(step, str("loss ", static_cast<int64_t>(losses.back() * 1000) / 1000.0));
+  }
+  if (!o.quiet) bar.finish();
+  const size_t k = std::min<size_t>(10, losses.size());
+  res.vision_first_loss = std::accumulate(losses.begin(), losses.begin() + k, 0.0) / k;
+  res.vision_last_loss = std::accumulate(losses.end() - k, losses.end(), 0.0) / k;
+  {
+    torch::NoGradGuard ng;
+    for (auto& [p, m] : model.modules()) m->eval();
+    std::vector<size_t> batch;
+    for (size_t i = 0; i < std::min<size_t>(256, images.size()); ++i) batch.push_back(i);
+    int64_t right = 0, total = 0;
+    loss_of(batch, &right, &total);
+    res.vision_accuracy = static_cast<double>(right) / static_cast<double>(total);
+  }
 }
 
 }  // namespace
@@ -149,8 +316,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                 cfg.text->max_position_embeddings);
   }
 
-  std::vector<torch::Tensor> params;
   PretrainResult res;
+  if (o.vision_steps > 0) vision_warmup(*model, o, pixels, image_index, res);
+
+  std::vector<torch::Tensor> params;
   for (auto& [name, p] : model->named_parameters()) {
     p.requires_grad_(true);
     params.push_back(p);

@@ -24,6 +24,13 @@ struct PretrainOptions {
   /// {"image", "question", "answer"} (the answer is the target); image paths relative to the file.
   std::vector<std::string> data;
   std::string output;                 ///< HF folder written at the end (atomically: OUT.tmp -> OUT)
+  /// Optional vision-tower pretraining first, as real ViTs are pretrained before LLaVA: a
+  /// scenes.jsonl (world format: image, tone, texture, objects[{shape, colour, size, row, col}])
+  /// labels the training images; the ViT + projector learn, through a temporary linear head,
+  /// what is in each grid cell (colour, shape, size) and the background. 0 steps = off.
+  std::string vision_labels;
+  int64_t vision_steps = 0, vision_batch = 64;
+  double vision_lr = 1e-3;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -37,6 +44,8 @@ struct PretrainResult {
   double first_loss = 0, last_loss = 0;  ///< mean over the first / last 10 steps
   double seconds = 0;
   double loss_own_image = 0, loss_other_image = 0;  ///< 64 examples, own vs another's image
+  double vision_first_loss = 0, vision_last_loss = 0;  ///< the vision warm-up (means of 10 steps)
+  double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (256 training images)
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
 
