@@ -38,13 +38,19 @@ TEST(Demo, QuickRunEndToEnd) {
   ASSERT_EQ(rep["claims"].size(), 8u);
   for (auto& c : rep["claims"]) {
     const bool holds = c["holds"].get<bool>();
-    EXPECT_NE(r.output.find(std::string(holds ? "[holds] " : "[FAILS] ") + c["claim"].get<std::string>()),
-              std::string::npos) << c.dump();
+    const std::string claim = c["claim"].get<std::string>();
+    EXPECT_NE(r.output.find(std::string(holds ? "[holds] " : "[FAILS] ") + claim), std::string::npos) << c.dump();
+    // What the method must show at quick size. The SugarCrepe-style claims are reported, not
+    // asserted: 40 items per subset cannot resolve them (README "What the demo shows").
+    if (claim.rfind("stage 2 beats stage 0", 0) == 0 || claim.rfind("stage 1 improves", 0) == 0 ||
+        claim.rfind("the teacher is more", 0) == 0)
+      EXPECT_TRUE(holds) << c.dump();
   }
   // stage 0 learned: the loss fell, and it is lower with the example's own image than with another
   const json& s0 = rep["stage0"];
   EXPECT_LT(s0["last_loss"].get<double>(), 0.3 * s0["first_loss"].get<double>()) << s0.dump();
   EXPECT_LT(s0["loss_own_image"].get<double>(), s0["loss_other_image"].get<double>()) << s0.dump();
+  EXPECT_GT(s0["vision_accuracy"].get<double>(), 0.5) << s0.dump();  // the warm-up learned the cells
   for (auto& p : rep["pictures"]) {
     auto img = io::load_image(D + "/" + p["file"].get<std::string>());
     EXPECT_GT(img.width, 100) << p.dump();

@@ -73,29 +73,34 @@ Plan plan(const DemoOptions& o) {
   Plan p;
   p.world.seed = o.seed;
   if (o.quick) {
-    p.world.pretrain_scenes = 500;
+    p.world.pretrain_scenes = 1500;
     p.world.nli_rows = 800;
-    p.world.train_per_source = 60;
+    p.world.train_per_source = 200;
     p.world.eval_queries = 24;
     p.world.candidates = 10;
     p.world.retrieval_images = 40;
     p.world.sugarcrepe_items = 40;
+    p.vision_steps = 200;
     p.pre_steps = 300;
     p.s1_steps = 40;
-    p.s2_steps = 50;
-    p.s2_batch = 32;
+    // stage 2 learns in steps, not samples (its loss sits at chance for the first ~50 steps):
+    // the quick budget buys more, smaller steps
+    p.s2_steps = 150;
+    p.s2_batch = 16;
+    p.s2_lr = 1e-3;
     p.ablation_nofilter = false;
   } else {
-    p.world.pretrain_scenes = 1500;
+    p.world.pretrain_scenes = 3000;
     p.world.nli_rows = 3000;
-    p.world.train_per_source = 200;
+    p.world.train_per_source = 1000;
     p.world.eval_queries = 40;
     p.world.candidates = 16;
     p.world.retrieval_images = 100;
     p.world.sugarcrepe_items = 100;
+    p.vision_steps = 300;
     p.pre_steps = 1000;
     p.s1_steps = 100;
-    p.s2_steps = 150;
+    p.s2_steps = 300;
     p.s2_batch = 32;
   }
   p.world.threads = o.threads;
