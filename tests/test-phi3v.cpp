@@ -378,6 +378,8 @@ TEST(Phi3VProcessor, MatchesReference) {
       ASSERT_EQ(want.shape, (std::vector<int64_t>{n, 3, S, S})) << "image " << i;
       double d = 0;
       for (size_t k = 0; k < got.size(); ++k) d = std::max(d, static_cast<double>(std::abs(got[k] - want.data[k])));
+      std::printf("OK pixels %dx%d num_crops %lld: %lld crops, maxdiff=%.2e\n", sizes[i][0], sizes[i][1],
+                  static_cast<long long>(num_crops), static_cast<long long>(n), d);
       EXPECT_LT(d, 2e-6) << "pixels of image " << i << " (" << sizes[i][0] << "x" << sizes[i][1]
                          << "), num_crops " << num_crops;
       EXPECT_EQ(vision::phi3v_image_tokens(img.height, img.width, pc, S, m, "img"),
