@@ -529,6 +529,18 @@ TEST(Phi3VE2E, EmbedMatchesIndependentReference) {
       EXPECT_LT(d, 1e-4) << "input_ids row " << row;
     }
   }
+  // unime preprocess writes the same crops as the reference processor
+  r = test::run_cmd(test::unime_bin() + " preprocess --model " + model + " --image " + (tmp / "b.png") +
+                    " --output " + (tmp / "pp.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("image tokens"), std::string::npos) << r.output;
+  {
+    auto got = io::read_npy_f32(tmp / "pp.npy"), want = io::read_npy_f32(tmp / "b.png.npy");
+    ASSERT_EQ(got.shape, want.shape);
+    double d = 0;
+    for (size_t k = 0; k < got.data.size(); ++k) d = std::max(d, static_cast<double>(std::abs(got.data[k] - want.data[k])));
+    EXPECT_LT(d, 2e-6);
+  }
   r = test::run_cmd(test::unime_bin() + " inspect --model " + model);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("Phi3VForCausalLM"), std::string::npos) << r.output;
