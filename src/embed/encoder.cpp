@@ -157,13 +157,13 @@ std::vector<int64_t> Encoder::phi3v_token_ids(const EmbedInput& in) {
       for (size_t k = 0; ok && k < sorted.size(); ++k) ok = sorted[k] == static_cast<int64_t>(k + 1);
       UNIME_CHECK(ok, where(in), ": the prompt's image tags must be <|image_1|> .. <|image_", n_images,
                   "|> for its ", n_images, " image(s) (Phi3VProcessor's rule); got ", tags.size(), " tag(s)");
+      UNIME_CHECK(static_cast<int64_t>(tags.size()) == n_images, where(in),
+                  ": each image must have exactly one <|image_N|> tag in the prompt; got ", tags.size(),
+                  " tags for ", n_images, " image(s)");
       for (size_t k = 0; k < chunks.size(); ++k) {
         encode(chunks[k]);
         if (k < tags.size()) ids.insert(ids.end(), n_feat[static_cast<size_t>(tags[k] - 1)], marker);
       }
-      UNIME_CHECK(static_cast<int64_t>(tags.size()) == n_images, where(in),
-                  ": each image must have exactly one <|image_N|> tag in the prompt; got ", tags.size(),
-                  " tags for ", n_images, " image(s)");
     }
   }
   int64_t n_image_tokens = 0;
@@ -246,7 +246,7 @@ Encoder::Images Encoder::images(const EmbedInput& in) {
       px.push_back(torch::from_blob(p.data(), {n, 3, S, S}, torch::kFloat32).clone());
       sizes.insert(sizes.end(), hd.begin(), hd.end());
     }
-    return {torch::cat(px, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2})};
+    return {torch::cat(px, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2}), {}};
   }
   const fs::path proc_path = fs::path(dir_) / "preprocessor_config.json";
   std::vector<torch::Tensor> out;
