@@ -8,3 +8,5 @@ unime_test(test-llava-next.cpp LABEL model TORCH)
 unime_test(test-qwen2vl.cpp LABEL model TORCH)
 # LLaVA-NeXT and Qwen2-VL through train instruct (QLoRA + GradCache), embed --lora, eval mmeb --lora.
 unime_test(test-vlm-train.cpp LABEL model)
+# Phi-3-V: Phi-3 decoder (fused projections, su rope switch), HD image embedding, processor, embed e2e, vision LoRA.
+unime_test(test-phi3v.cpp LABEL model TORCH)

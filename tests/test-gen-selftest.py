@@ -667,6 +667,40 @@ class Llava(unittest.TestCase):
         self.assertEqual(c2["image_token_index"], 7)
 
 
+class Phi3V(unittest.TestCase):
+    """phi3v_ref.py: the HD arrangement by explicit loops, token counts, the rope factor switch."""
+
+    def test_hd_merge_by_loops(self):
+        import phi3v_ref
+        C, hc, wc = 3, 2, 3
+        feats = torch.randn(hc * wc, 24 * 24, C, dtype=torch.float64)
+        got = phi3v_ref._merge_2x2(feats, hc, wc)[0]                     # [hc*12, wc*12, 4C]
+        for r in range(hc * 12):
+            for col in range(wc * 12):
+                crop, lr, lc = (r // 12) * wc + col // 12, r % 12, col % 12
+                want = torch.cat([feats[crop, (2 * lr + dy) * 24 + 2 * lc + dx] for dy in (0, 1) for dx in (0, 1)])
+                self.assertTrue(torch.equal(got[r, col], want), (r, col))
+        sep = torch.randn(1, 1, 1, 4 * C, dtype=torch.float64)
+        nl = phi3v_ref._newline(got[None], sep)[0]
+        self.assertEqual(nl.shape[0], hc * 12 * (wc * 12 + 1))
+        self.assertTrue(torch.equal(nl[wc * 12], sep.flatten()))          # after the first row
+
+    def test_features_match_token_count_and_rope_switch(self):
+        import phi3v_ref
+        d = gen("phi3_v", seed=4)
+        c = reference.load_config(d)
+        W, _ = reference.load_weights(d, c, torch.float32)
+        for h, w in ((336, 1008), (672, 672)):
+            n = 1 + (h // 336) * (w // 336)
+            f = phi3v_ref.image_features(c, W, torch.randn(n, 3, 336, 336), [[h, w]])
+            hc, wc = h // 336, w // 336
+            self.assertEqual(f.shape[0], (hc * wc + 1) * 144 + 1 + (hc + 1) * 12)
+        cos_s, _ = phi3v_ref.rope_cos_sin(c, torch.arange(64), torch.float32)
+        cos_l, _ = phi3v_ref.rope_cos_sin(c, torch.arange(65), torch.float32)
+        self.assertGreater((cos_s - cos_l[:64]).abs().max().item(), 1e-3)   # long factors from 65 tokens
+        self.assertAlmostEqual(cos_s[0, 0].item(), math.sqrt(2.0), places=6)  # attention factor at position 0
+
+
 class Cli(unittest.TestCase):
     def test_end_to_end_and_errors(self):
         d = os.path.join(TMP.name, "cli")

@@ -1,6 +1,6 @@
-// Training and evaluation paths on the AnyRes / native-resolution architectures: `unime train
-// instruct` (QLoRA NF4 base, GradCache chunks of 4, LoRA on the decoder, vision tower frozen) on tiny
-// LLaVA-NeXT and Qwen2-VL checkpoints with real tokenizers and the synthetic world's MMEB-style
+// Training and evaluation paths on the AnyRes / native-resolution / HD-transform architectures:
+// `unime train instruct` (QLoRA NF4 base, GradCache chunks of 4, LoRA on the decoder, vision tower
+// frozen) on tiny LLaVA-NeXT, Qwen2-VL and Phi-3-V checkpoints with real tokenizers and the synthetic world's MMEB-style
 // images, then `unime embed --lora` (the adapter changes the vectors) and `unime eval mmeb --lora`.
 #include <gtest/gtest.h>
 
@@ -62,6 +62,7 @@ TEST_P(VlmTrain, QloraGradCacheTrainEmbedAndEval) {
   EXPECT_NE(st.find("lora_A"), std::string::npos);
   EXPECT_EQ(st.find("vision_tower"), std::string::npos);
   EXPECT_EQ(st.find("visual."), std::string::npos);
+  EXPECT_EQ(st.find("vision_embed_tokens"), std::string::npos);
 
   // the adapter changes image embeddings
   test::write_text(tmp / "in.jsonl", json{{"image", world + "/images/train/ObjectCls/00000-q.png"}}.dump() + "\n" +
@@ -96,7 +97,8 @@ INSTANTIATE_TEST_SUITE_P(
                            "--arch qwen2_vl --seed 52 --set vocab_size=151936 --set vision_start_token_id=151652"
                            " --set vision_end_token_id=151653 --set image_token_id=151655 --set video_token_id=151656"
                            " --set vision_token_id=151654",
-                           "tokenizer-qwen3", false}),
+                           "tokenizer-qwen3", false},
+                      Arch{"phi3_v", "--arch phi3_v --seed 53", "tokenizer-llama2", false}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -58,6 +58,17 @@ void register_inspect(CLI::App& app) {
                   sec.c_str(), (long long)c.qwen2vl.image_token_id, (long long)c.qwen2vl.vision_start_token_id,
                   (long long)c.qwen2vl.vision_end_token_id);
     }
+    if (c.arch == io::Arch::Phi3V) {
+      const auto& t = *c.text;
+      const char* rope = t.rope_type == io::RopeType::LongRope ? "su/longrope"
+                         : t.rope_type == io::RopeType::Phi3Yarn ? "yarn" : "none";
+      std::printf("phi3-v: rope scaling %s (original context %lld, attention factor %.4f)%s\n", rope,
+                  (long long)t.rope_original_max_position_embeddings, t.rope_attention_factor,
+                  c.vision ? str("; HD transform: CLIP layer ", c.phi3v.layer_idx, ", 2x2 merge to ",
+                                 4 * c.vision->hidden_size, " channels, glb_GN / sub_GN, img_projection")
+                                 .c_str()
+                           : "; text only (no image embd_layer)");
+    }
     if (c.arch == io::Arch::LlavaNext) {
       std::string pins;
       for (const auto& [h, w] : c.llava.image_grid_pinpoints)
@@ -74,10 +85,13 @@ void register_inspect(CLI::App& app) {
       int64_t n = 1;
       for (auto d : t.shape) n *= d;
       std::string part = "other";
-      if (name.find("vision") != std::string::npos || name.rfind("visual.", 0) == 0 ||
+      const bool phi3v_proj = name.find("img_projection") != std::string::npos || name.find("_GN") != std::string::npos;
+      if ((name.find("vision") != std::string::npos && !phi3v_proj) || name.rfind("visual.", 0) == 0 ||
           name.find(".visual.") != std::string::npos)
         part = "vision";
-      else if (name.find("multi_modal_projector") != std::string::npos || name.find("image_newline") != std::string::npos) part = "projector";
+      else if (name.find("multi_modal_projector") != std::string::npos || name.find("image_newline") != std::string::npos ||
+               phi3v_proj)
+        part = "projector";
       else if (name.find("multi_modal_projector") != std::string::npos || name.find("visual_projection") != std::string::npos) part = "projector";
       else if (name.find("lm_head") != std::string::npos) part = "lm_head";
       else if (name.find("embed_tokens") != std::string::npos) part = "embed_tokens";

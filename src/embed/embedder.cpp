@@ -103,6 +103,7 @@ std::string default_template_name(const std::string& model_dir) {
   const io::ModelConfig c = io::load_model_config(model_dir);
   if (!c.text) return "plain";
   if (c.text->model_type == "qwen2") return "qwen2";
+  if (c.text->model_type == "phi3") return "phi3v";  // Phi-3 chat format (<|user|> ... <|end|>)
   if (c.text->model_type == "mistral") return "llava-mistral";  // the [INST] chat format
   if (fs::exists(fs::path(model_dir) / "tokenizer.json") &&
       text::Tokenizer::load(model_dir).token_to_id("<|start_header_id|>"))

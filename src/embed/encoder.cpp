@@ -48,6 +48,7 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
   UNIME_CHECK(c.text, where(in), ": this model (", io::arch_name(c.arch),
               ") has no language model; it embeds images only");
   std::vector<int64_t> ids;
+  if (c.arch == io::Arch::Phi3V) return phi3v_token_ids(in);
   if (in.input_ids) {
     ids = *in.input_ids;
     for (int64_t t : ids)
@@ -107,6 +108,86 @@ std::vector<int64_t> Encoder::token_ids(const EmbedInput& in) {
   return ids;
 }
 
+// Phi3VProcessor._convert_images_texts_to_inputs: with images, the prompt is split at each
+// <|image_N|> tag, every chunk is tokenized on its own WITH special tokens (so a BOS-adding
+// tokenizer puts a BOS after each image too), and tag N becomes num_img_tokens[N - 1] ids -N.
+// Without images the whole prompt is tokenized as is (tags stay text). input_ids: any id < 0 marks
+// an image position (Phi3ImageEmbedding: -MAX_INPUT_ID < id < 0); a single one per image is
+// expanded, a run of exactly the feature count is used in place.
+std::vector<int64_t> Encoder::phi3v_token_ids(const EmbedInput& in) {
+  const auto& c = model_->config();
+  constexpr int64_t kMaxInputId = 1000000000;  // image_embedding_phi3_v.py MAX_INPUT_ID
+  const int64_t marker = io::Phi3VFields::kImageToken;
+  const int64_t n_images = static_cast<int64_t>(in.images.size() + in.image_bytes.size());
+  UNIME_CHECK(n_images == 0 || c.vision, where(in), ": this Phi3VForCausalLM has no image embedding "
+              "(embd_layer is not an image layer); remove the image");
+  std::vector<int64_t> n_feat;
+  if (n_images > 0) {
+    const auto& v = *c.vision;
+    for (const auto& [img, name] : decode_images(in))
+      n_feat.push_back(vision::phi3v_image_tokens(img.height, img.width, phi3v_processor(), v.image_size,
+                                                  v.image_size / v.patch_size / 2, name));
+  }
+  std::vector<int64_t> ids;
+  if (in.input_ids) {
+    for (int64_t t : *in.input_ids) {
+      UNIME_CHECK(t > -kMaxInputId && t < c.text->vocab_size, where(in), ": token id ", t,
+                  " is outside the vocabulary (vocab_size ", c.text->vocab_size, "; negative ids mark images)");
+      ids.push_back(t < 0 ? marker : t);
+    }
+    const int64_t marks = std::count(ids.begin(), ids.end(), marker);
+    UNIME_CHECK(n_images > 0 || marks == 0, where(in), ": the input has image positions (negative ids) but no image");
+    if (n_images > 0) ids = models::expand_image_tokens(ids, marker, n_feat, where(in));
+  } else {
+    const auto& tok = tokenizer(in);
+    std::string prompt = text::render_prompt(prompt_template(), in.instruction, in.text,
+                                             static_cast<int>(n_images));
+    auto encode = [&](const std::string& s) {
+      for (int32_t t : tok.encode(s, /*add_special_tokens=*/true)) ids.push_back(t);
+    };
+    if (n_images == 0) {
+      encode(prompt);
+    } else {
+      std::vector<int64_t> tags;
+      const auto chunks = text::split_image_tags(prompt, &tags);
+      std::vector<int64_t> sorted = tags;
+      std::sort(sorted.begin(), sorted.end());
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      bool ok = static_cast<int64_t>(sorted.size()) == n_images;
+      for (size_t k = 0; ok && k < sorted.size(); ++k) ok = sorted[k] == static_cast<int64_t>(k + 1);
+      UNIME_CHECK(ok, where(in), ": the prompt's image tags must be <|image_1|> .. <|image_", n_images,
+                  "|> for its ", n_images, " image(s) (Phi3VProcessor's rule); got ", tags.size(), " tag(s)");
+      UNIME_CHECK(static_cast<int64_t>(tags.size()) == n_images, where(in),
+                  ": each image must have exactly one <|image_N|> tag in the prompt; got ", tags.size(),
+                  " tags for ", n_images, " image(s)");
+      for (size_t k = 0; k < chunks.size(); ++k) {
+        encode(chunks[k]);
+        if (k < tags.size()) ids.insert(ids.end(), n_feat[static_cast<size_t>(tags[k] - 1)], marker);
+      }
+    }
+  }
+  int64_t n_image_tokens = 0;
+  for (int64_t f : n_feat) n_image_tokens += f;
+  const int64_t max_len = c.text->max_position_embeddings;
+  if (static_cast<int64_t>(ids.size()) > max_len) {
+    UNIME_CHECK(truncate_, where(in), ": input has ", ids.size(),
+                " tokens, more than the model's max_position_embeddings (", max_len,
+                "); use --truncate to cut it");
+    ids.resize(max_len);
+    UNIME_CHECK(std::count(ids.begin(), ids.end(), marker) == n_image_tokens, where(in),
+                ": --truncate would cut through an image's tokens (", ids.size(), " tokens kept)");
+  }
+  UNIME_CHECK(!ids.empty(), where(in), ": empty input (no tokens)");
+  return ids;
+}
+
+const vision::Phi3VProcessorConfig& Encoder::phi3v_processor() {
+  if (!proc_phi3v_)
+    proc_phi3v_ = std::make_unique<vision::Phi3VProcessorConfig>(vision::load_phi3v_processor_config(
+        (fs::path(dir_) / "preprocessor_config.json").string()));
+  return *proc_phi3v_;
+}
+
 std::vector<std::pair<io::Image, std::string>> Encoder::decode_images(const EmbedInput& in) {
   std::vector<std::pair<io::Image, std::string>> out;
   for (const auto& path : in.images) out.emplace_back(io::load_image(path, max_image_pixels_), path);
@@ -154,6 +235,19 @@ Encoder::Images Encoder::images(const EmbedInput& in) {
   UNIME_CHECK(c.vision, where(in), ": this model (", io::arch_name(c.arch),
               ") has no vision tower; remove the image");
   const auto& vc = *c.vision;
+  if (c.arch == io::Arch::Phi3V) {  // HD transform: [global + crops] per image, HD sizes
+    std::vector<torch::Tensor> px;
+    std::vector<int64_t> sizes;
+    const int64_t S = vc.image_size;
+    for (const auto& [img, name] : decode_images(in)) {
+      std::array<int64_t, 2> hd{};
+      std::vector<float> p = vision::phi3v_preprocess(img, phi3v_processor(), S, &hd, name);
+      const int64_t n = static_cast<int64_t>(p.size()) / (3 * S * S);
+      px.push_back(torch::from_blob(p.data(), {n, 3, S, S}, torch::kFloat32).clone());
+      sizes.insert(sizes.end(), hd.begin(), hd.end());
+    }
+    return {torch::cat(px, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2}), {}};
+  }
   const fs::path proc_path = fs::path(dir_) / "preprocessor_config.json";
   std::vector<torch::Tensor> out;
   if (c.arch == io::Arch::LlavaNext) {

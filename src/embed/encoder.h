@@ -15,6 +15,7 @@
 #include "unime/embedder.h"
 #include "vision/clip-processor.h"
 #include "vision/llava-next-processor.h"
+#include "vision/phi3v-processor.h"
 #include "vision/qwen2vl-processor.h"
 
 namespace unime::embed {
@@ -39,7 +40,8 @@ class Encoder {
   /// One input's images as the model takes them (CPU tensors, undefined when it has none).
   struct Images {
     torch::Tensor pixels;       // see pixels()
-    torch::Tensor image_sizes;  // LLaVA-NeXT: [n, 2] int64 original (height, width)
+    torch::Tensor image_sizes;  // LLaVA-NeXT: [n, 2] int64 original (height, width);
+                                // Phi-3-V: [n, 2] HD (height, width), pixels [sum 1 + crops, C, S, S]
     torch::Tensor grid_thw;     // Qwen2-VL: [n, 3] int64; pixels are [sum t*h*w, C*tp*p*p]
   };
   Images images(const EmbedInput& in);
@@ -66,6 +68,9 @@ class Encoder {
   std::unique_ptr<vision::LlavaNextProcessorConfig> proc_next_;
   std::unique_ptr<vision::Qwen2VLProcessorConfig> proc_qwen2vl_;
   const vision::Qwen2VLProcessorConfig& qwen2vl_processor();
+  std::unique_ptr<vision::Phi3VProcessorConfig> proc_phi3v_;
+  const vision::Phi3VProcessorConfig& phi3v_processor();
+  std::vector<int64_t> phi3v_token_ids(const EmbedInput& in);
 };
 
 }  // namespace unime::embed

@@ -1,6 +1,7 @@
 // config.json parsing with Hugging Face's class defaults (see hf-config.h).
 #include "io/hf-config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -21,12 +22,14 @@ const char* arch_name(Arch a) {
     case Arch::Llava: return "LlavaForConditionalGeneration";
     case Arch::LlavaNext: return "LlavaNextForConditionalGeneration";
     case Arch::Qwen2VL: return "Qwen2VLForConditionalGeneration";
+    case Arch::Phi3V: return "Phi3VForCausalLM";
   }
   return "?";
 }
 
-static const Arch kAllArchs[] = {Arch::Llama, Arch::Mistral, Arch::Qwen2,    Arch::ClipVision,
-                                 Arch::Clip,  Arch::Llava,   Arch::LlavaNext, Arch::Qwen2VL};
+static const Arch kAllArchs[] = {Arch::Llama, Arch::Mistral,   Arch::Qwen2,   Arch::ClipVision,
+                                 Arch::Clip,  Arch::Llava,     Arch::LlavaNext, Arch::Qwen2VL,
+                                 Arch::Phi3V};
 
 std::string supported_arch_names() {
   std::string s;
@@ -81,6 +84,46 @@ void require_positive(const std::string& where, const char* key, int64_t v) {
   UNIME_CHECK(v > 0, where, ": '", key, "' must be positive, got ", v);
 }
 
+// Phi-3 rope_scaling (modeling_phi3_v.py Phi3SuScaledRotaryEmbedding / Phi3YarnScaledRotaryEmbedding):
+// {"type": "su" | "longrope" | "yarn", "short_factor": [d/2], "long_factor": [d/2]} with the
+// top-level original_max_position_embeddings; null = plain RoPE.
+void parse_phi3_rope(const json& j, DecoderConfig& c, const std::string& where) {
+  Reader r{j, where};
+  r.get("original_max_position_embeddings", c.rope_original_max_position_embeddings);
+  require_positive(where, "original_max_position_embeddings", c.rope_original_max_position_embeddings);
+  if (!j.contains("rope_scaling") || j.at("rope_scaling").is_null()) return;
+  const json& rs = j.at("rope_scaling");
+  UNIME_CHECK(rs.is_object(), where, ": rope_scaling must be an object, got ", rs.dump());
+  std::string type;
+  Reader rr{rs, where + ": rope_scaling"};
+  rr.get("type", type);
+  rr.get("rope_type", type);
+  UNIME_CHECK(type == "su" || type == "longrope" || type == "yarn", where, ": rope_scaling type '", type,
+              "' is not supported for Phi-3 (su, longrope, yarn)");
+  c.rope_type = type == "yarn" ? RopeType::Phi3Yarn : RopeType::LongRope;
+  const size_t half = static_cast<size_t>(c.head_dim / 2);
+  for (auto [key, out] : {std::pair{"short_factor", &c.rope_short_factor}, {"long_factor", &c.rope_long_factor}}) {
+    UNIME_CHECK(rs.contains(key) && rs.at(key).is_array(), where, ": rope_scaling needs '", key,
+                "' (a list of head_dim / 2 = ", half, " numbers)");
+    for (const json& x : rs.at(key)) {
+      UNIME_CHECK(x.is_number() && x.get<double>() > 0, where, ": rope_scaling.", key,
+                  " entries must be positive numbers, got ", x.dump());
+      out->push_back(x.get<double>());
+    }
+    UNIME_CHECK(out->size() == half, where, ": rope_scaling.", key, " has ", out->size(),
+                " entries; expected head_dim / 2 = ", half);
+  }
+  // the attention factor multiplying cos and sin, from the context extension ratio
+  const double scale = static_cast<double>(c.max_position_embeddings) /
+                       static_cast<double>(c.rope_original_max_position_embeddings);
+  if (scale <= 1.0) c.rope_attention_factor = 1.0;
+  else if (c.rope_type == RopeType::LongRope)
+    c.rope_attention_factor = std::sqrt(1.0 + std::log(scale) /
+                                                  std::log(static_cast<double>(c.rope_original_max_position_embeddings)));
+  else
+    c.rope_attention_factor = 0.1 * std::log(scale) + 1.0;
+}
+
 DecoderConfig parse_decoder(const json& j, const std::string& model_type, const std::string& where) {
   DecoderConfig c;
   c.model_type = model_type;
@@ -96,9 +139,16 @@ DecoderConfig parse_decoder(const json& j, const std::string& model_type, const 
     c.max_position_embeddings = 32768;
     c.qkv_bias = true;
     c.max_window_layers = 28;
+  } else if (model_type == "phi3") {  // Phi3VConfig (configuration_phi3_v.py) defaults
+    c.vocab_size = 32064;
+    c.hidden_size = 3072;
+    c.intermediate_size = 8192;
+    c.max_position_embeddings = 4096;
+    c.rms_norm_eps = 1e-5;
+    c.rope_original_max_position_embeddings = 4096;
   } else if (model_type != "llama") {
     throw Error(str(where, ": unsupported decoder model_type '", model_type,
-                    "'; supported: llama, mistral, qwen2"));
+                    "'; supported: llama, mistral, qwen2, phi3"));
   }
   Reader r{j, where};
   r.get("vocab_size", c.vocab_size);
@@ -106,7 +156,8 @@ DecoderConfig parse_decoder(const json& j, const std::string& model_type, const 
   r.get("intermediate_size", c.intermediate_size);
   r.get("num_hidden_layers", c.num_hidden_layers);
   r.get("num_attention_heads", c.num_attention_heads);
-  c.num_key_value_heads = model_type == "llama" ? c.num_attention_heads : c.num_key_value_heads;
+  c.num_key_value_heads = model_type == "llama" || model_type == "phi3" ? c.num_attention_heads
+                                                                        : c.num_key_value_heads;
   if (model_type == "qwen2") c.num_key_value_heads = c.num_attention_heads;
   r.get("num_key_value_heads", c.num_key_value_heads);
   r.get("max_position_embeddings", c.max_position_embeddings);
@@ -137,7 +188,8 @@ DecoderConfig parse_decoder(const json& j, const std::string& model_type, const 
     r.get("attention_bias", c.attention_bias);
     r.get("mlp_bias", c.mlp_bias);
     c.qkv_bias = c.o_bias = c.attention_bias;
-  } else if (model_type == "mistral") {
+  } else if (model_type == "mistral" || model_type == "phi3") {
+    // Phi-3: sliding_window (default null) windows every layer, as Mistral's does
     if (j.contains("sliding_window")) {
       const json& sw = j.at("sliding_window");
       if (sw.is_null()) c.sliding_window = 0;
@@ -152,6 +204,10 @@ DecoderConfig parse_decoder(const json& j, const std::string& model_type, const 
     c.sliding_window = use_sw ? sw : 0;
   }
   UNIME_CHECK(c.sliding_window >= 0, where, ": sliding_window must be >= 0");
+  if (model_type == "phi3") {
+    parse_phi3_rope(j, c, where);
+    return c;
+  }
   // rope_scaling: {"rope_type"|"type": ..., "factor": ...}
   if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
     const json& rs = j.at("rope_scaling");
@@ -341,6 +397,59 @@ void parse_qwen2vl(const json& j, ModelConfig& mc, const std::string& where) {
   mc.qwen2vl_vision = v;
 }
 
+// Phi3VConfig: the Phi-3 text fields at the top level; `embd_layer` (a dict = the image embedding,
+// "default" = text only) and `img_processor`. The remote code always builds CLIP ViT-L/14-336
+// (image_embedding_phi3_v.py CLIP_VIT_LARGE_PATCH14_336_CONFIG) and ignores any size given in
+// config.json; unime reads an optional img_processor.vision_config (CLIPVisionConfig keys) over
+// those sizes, so that tiny test checkpoints can use a small tower.
+void parse_phi3v(const json& j, ModelConfig& mc, const std::string& where) {
+  mc.text = parse_decoder(j, "phi3", where);
+  if (!j.contains("embd_layer") || !j.at("embd_layer").is_object()) return;  // text-only Phi-3
+  const json& el = j.at("embd_layer");
+  const std::string ew = where + ": embd_layer";
+  Reader er{el, ew};
+  std::string cls = "image", order = "glb_sub", proj = "linear";
+  bool hd = false, sep = false;
+  er.get("embedding_cls", cls);
+  er.get("hd_transform_order", order);
+  er.get("projection_cls", proj);
+  er.get("use_hd_transform", hd);
+  er.get("with_learnable_separator", sep);
+  UNIME_CHECK(cls == "image", ew, ": embedding_cls '", cls, "' is not supported (image)");
+  UNIME_CHECK(hd && sep, ew, ": only use_hd_transform = with_learnable_separator = true is supported "
+              "(Phi-3-vision / Phi-3.5-vision)");
+  UNIME_CHECK(order == "sub_glb", ew, ": hd_transform_order '", order, "' is not supported (sub_glb)");
+  UNIME_CHECK(proj == "mlp", ew, ": projection_cls '", proj, "' is not supported with the HD transform (mlp)");
+  const std::string iw = where + ": img_processor";
+  UNIME_CHECK(j.contains("img_processor") && j.at("img_processor").is_object(), iw,
+              ": missing; Phi3VForCausalLM with an image embd_layer needs it");
+  const json& ip = j.at("img_processor");
+  Reader ir{ip, iw};
+  std::string name, type_feature = "patch";
+  ir.get("name", name);
+  ir.get("type_feature", type_feature);
+  UNIME_CHECK(name == "clip_vision_model", iw, ": name '", name, "' is not supported (clip_vision_model)");
+  UNIME_CHECK(type_feature == "patch", iw, ": type_feature '", type_feature, "' is not supported (patch)");
+  Phi3VFields& p = mc.phi3v;
+  ir.get("image_dim_out", p.image_dim_out);
+  ir.get("num_img_tokens", p.num_img_tokens);
+  ir.get("layer_idx", p.layer_idx);
+  UNIME_CHECK(ip.contains("image_dim_out"), iw, ": 'image_dim_out' is required");
+  json v = ip.contains("vision_config") && ip.at("vision_config").is_object() ? ip.at("vision_config")
+                                                                             : json::object();
+  mc.vision = parse_clip_vision(v, iw + ": vision_config", /*llava_defaults=*/true);  // ViT-L/14-336
+  const auto& vc = *mc.vision;
+  UNIME_CHECK(p.image_dim_out == vc.hidden_size, iw, ": image_dim_out ", p.image_dim_out,
+              " differs from the CLIP hidden_size ", vc.hidden_size);
+  const int64_t g = vc.image_size / vc.patch_size;
+  UNIME_CHECK(g % 2 == 0, iw, ": the 2x2 patch merge needs an even patch grid; image_size ", vc.image_size,
+              " / patch_size ", vc.patch_size, " = ", g);
+  const int64_t n_states = vc.num_hidden_layers + 1;
+  UNIME_CHECK(p.layer_idx >= -n_states && p.layer_idx < n_states, iw, ": layer_idx ", p.layer_idx,
+              " is out of range for a CLIP tower with ", vc.num_hidden_layers, " layers");
+  if (p.layer_idx < 0) p.layer_idx += n_states;
+}
+
 }  // namespace
 
 int64_t ModelConfig::image_feature_tokens() const {
@@ -372,7 +481,7 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
         {"qwen2", "Qwen2ForCausalLM"},     {"clip_vision_model", "CLIPVisionModel"},
         {"clip", "CLIPModel"},             {"llava", "LlavaForConditionalGeneration"},
         {"llava_next", "LlavaNextForConditionalGeneration"},
-        {"qwen2_vl", "Qwen2VLForConditionalGeneration"}};
+        {"qwen2_vl", "Qwen2VLForConditionalGeneration"}, {"phi3_v", "Phi3VForCausalLM"}};
     for (auto [t, a] : kByType)
       if (mc.model_type == t) mc.architecture = a;
     UNIME_CHECK(!mc.architecture.empty(), where, ": no 'architectures' and unknown model_type '",
@@ -468,6 +577,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
     }
     case Arch::Qwen2VL:
       parse_qwen2vl(j, mc, where);
+      break;
+    case Arch::Phi3V:
+      parse_phi3v(j, mc, where);
       break;
   }
   return mc;

@@ -17,11 +17,14 @@ enum class RopeType {
   Default,  ///< plain RoPE
   Linear,   ///< positions divided by `factor`
   Llama3,   ///< Llama-3.1 frequency-dependent scaling
+  LongRope, ///< Phi-3 "su" / "longrope": per-frequency short or long factors, cos/sin scaled
+  Phi3Yarn, ///< Phi-3 remote-code "yarn": as LongRope with the 0.1 ln(s) + 1 attention factor
 };
 
-/// Decoder LLM of the Llama family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
+/// Decoder LLM of the Llama family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, and
+/// Phi-3 (Phi3VForCausalLM's language model: fused qkv_proj / gate_up_proj).
 struct DecoderConfig {
-  std::string model_type = "llama";        // "llama" | "mistral" | "qwen2"
+  std::string model_type = "llama";        // "llama" | "mistral" | "qwen2" | "phi3"
   int64_t vocab_size          = 32000;
   int64_t hidden_size         = 4096;      // D
   int64_t intermediate_size   = 11008;     // F (SwiGLU inner size)
@@ -36,7 +39,12 @@ struct DecoderConfig {
   double  rope_factor         = 1.0;       // linear / llama3
   double  rope_low_freq_factor  = 1.0;     // llama3
   double  rope_high_freq_factor = 4.0;     // llama3
-  int64_t rope_original_max_position_embeddings = 8192;  // llama3
+  int64_t rope_original_max_position_embeddings = 8192;  // llama3; Phi-3: top-level key
+  /// Phi-3 LongRope / Phi3Yarn (rope_scaling short_factor / long_factor, d/2 each): inv_freq is
+  /// divided by the long factors when a sequence is longer than original_max_position_embeddings
+  /// (decided per sequence), else by the short ones; cos/sin are multiplied by rope_attention_factor.
+  std::vector<double> rope_short_factor, rope_long_factor;
+  double  rope_attention_factor = 1.0;
   bool    attention_bias      = false;     // q/k/v/o biases (Llama); Qwen2: q/k/v only
   bool    qkv_bias            = false;     // Qwen2: true
   bool    o_bias              = false;
@@ -98,6 +106,7 @@ enum class Arch {
   Llava,      ///< LlavaForConditionalGeneration
   LlavaNext,  ///< LlavaNextForConditionalGeneration (LLaVA-1.6: AnyRes tiles + image_newline)
   Qwen2VL,    ///< Qwen2VLForConditionalGeneration (native-resolution ViT, M-RoPE Qwen2 decoder)
+  Phi3V,      ///< Phi3VForCausalLM (Phi-3/3.5-vision remote code: CLIP ViT-L/14-336 + HD transform)
 };
 
 const char* arch_name(Arch a);
@@ -116,6 +125,16 @@ struct LlavaFields {
   std::vector<std::array<int64_t, 2>> image_grid_pinpoints;
 };
 
+/// Phi-3-V image embedding (Phi3VConfig `img_processor` / `embd_layer`, image_embedding_phi3_v.py).
+/// Image positions are marked by negative ids in input_ids (-k for image k); unime uses one
+/// marker, kImageToken, internally.
+struct Phi3VFields {
+  static constexpr int64_t kImageToken = -1;
+  int64_t layer_idx = -2;          ///< img_processor.layer_idx: CLIP hidden state (-2), made >= 0 at parse
+  int64_t image_dim_out = 1024;    ///< img_processor.image_dim_out (= CLIP hidden size)
+  int64_t num_img_tokens = 144;    ///< img_processor.num_img_tokens (merged tokens per 336 crop)
+};
+
 /// A whole model's config.json.
 struct ModelConfig {
   Arch arch = Arch::Llama;
@@ -127,6 +146,7 @@ struct ModelConfig {
   LlavaFields llava;                       // LLaVA, LLaVA-NeXT
   std::optional<Qwen2VLVisionConfig> qwen2vl_vision;  // Qwen2-VL
   Qwen2VLFields qwen2vl;                   // Qwen2-VL
+  Phi3VFields phi3v;                       // Phi-3-V (vision present when `vision` is set)
 
   /// LLaVA and LLaVA-NeXT (both use the `llava` fields, the projector and a CLIP tower).
   bool is_llava_family() const { return arch == Arch::Llava || arch == Arch::LlavaNext; }

@@ -1,5 +1,6 @@
 // Llama-family decoder; see decoder.h. Reference: transformers/models/llama/modeling_llama.py
-// (LlamaModel.forward), mistral (sliding window mask), qwen2 (q/k/v biases, windowed layers).
+// (LlamaModel.forward), mistral (sliding window mask), qwen2 (q/k/v biases, windowed layers),
+// Phi-3-V's remote modeling_phi3_v.py (Phi3Model: fused projections, su/longrope/yarn scaling).
 #include "models/decoder.h"
 
 #include <map>
@@ -12,13 +13,33 @@ DecoderImpl::DecoderImpl(const io::DecoderConfig& c) : cfg_(c) {
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   inv_freq_ = rope_inv_freq(c);
+  if (phi3_scaled()) {
+    inv_freq_ = rope_inv_freq_phi3(c, /*long_factors=*/false);
+    inv_freq_long_ = rope_inv_freq_phi3(c, /*long_factors=*/true);
+  }
 }
 
 torch::Tensor DecoderImpl::embed(const torch::Tensor& ids) { return embed_tokens(ids); }
 
+bool DecoderImpl::phi3_scaled() const {
+  return cfg_.rope_type == io::RopeType::LongRope || cfg_.rope_type == io::RopeType::Phi3Yarn;
+}
+
 Rope DecoderImpl::rope(const torch::Tensor& positions, torch::ScalarType dtype) const {
   if (positions.dim() == 3) return rope_tables_mrope(inv_freq_, positions, cfg_.mrope_section, dtype);
-  return rope_tables(inv_freq_, positions, dtype);
+  if (!phi3_scaled()) return rope_tables(inv_freq_, positions, dtype);
+  // Phi-3 LongRope: short or long factors by max(position) + 1 vs original_max_position_embeddings.
+  // HF decides once for the whole batch; here each row decides for itself, as it would alone
+  // (a vector never depends on its batch).
+  std::vector<torch::Tensor> cos, sin;
+  for (int64_t b = 0; b < positions.size(0); ++b) {
+    auto row = positions.narrow(0, b, 1);                           // [1, T]
+    const bool is_long = row.max().item<int64_t>() + 1 > cfg_.rope_original_max_position_embeddings;
+    Rope r = rope_tables(is_long ? inv_freq_long_ : inv_freq_, row, dtype, cfg_.rope_attention_factor);
+    cos.push_back(r.cos);
+    sin.push_back(r.sin);
+  }
+  return Rope{torch::cat(cos, 0), torch::cat(sin, 0)};              // [B, T, d]
 }
 
 torch::Tensor DecoderImpl::forward(const torch::Tensor& embeds, const torch::Tensor& positions,
@@ -47,6 +68,15 @@ torch::Tensor DecoderImpl::forward_packed(const torch::Tensor& embeds, const std
   std::vector<torch::Tensor> pos;
   for (int64_t L : lens)
     pos.push_back(torch::arange(L, torch::TensorOptions().dtype(torch::kInt64).device(embeds.device())));
+  if (phi3_scaled()) {  // each sequence picks its own LongRope factors: tables per sequence
+    std::vector<torch::Tensor> cos, sin;
+    for (auto& p : pos) {
+      Rope r = rope(p.unsqueeze(0), embeds.scalar_type());           // [1, L, d]
+      cos.push_back(r.cos);
+      sin.push_back(r.sin);
+    }
+    return forward_packed(embeds, lens, Rope{torch::cat(cos, 1), torch::cat(sin, 1)});
+  }
   return forward_packed(embeds, lens, rope_tables(inv_freq_, torch::cat(pos).unsqueeze(0), embeds.scalar_type()));
 }
 

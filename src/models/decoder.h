@@ -1,5 +1,6 @@
-// Llama-family decoder LLM: HF LlamaModel / MistralModel / Qwen2Model (one chain of modules; the
-// three differ only in config flags: biases, sliding window, defaults). Parameters are registered
+// Llama-family decoder LLM: HF LlamaModel / MistralModel / Qwen2Model and the Phi-3 model inside
+// Phi3VForCausalLM (one chain of modules; they differ only in config flags: biases, sliding
+// window, fused qkv_proj / gate_up_proj, rope scaling, defaults). Parameters are registered
 // under HF's key names below the `model.` prefix: embed_tokens, layers.N.*, norm.
 // Legend: B batch, T tokens, D hidden_size, V vocab_size.
 #pragma once
@@ -38,6 +39,8 @@ class DecoderImpl : public torch::nn::Module {
  private:
   io::DecoderConfig cfg_;
   torch::Tensor inv_freq_;  // [d/2] float32, a buffer not in checkpoints (HF: non-persistent)
+  torch::Tensor inv_freq_long_;  // Phi-3 LongRope: inv_freq with the long factors (inv_freq_: short)
+  bool phi3_scaled() const;  // LongRope / Phi3Yarn: factors chosen per sequence
 };
 TORCH_MODULE(Decoder);
 

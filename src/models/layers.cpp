@@ -44,6 +44,8 @@ torch::Tensor rope_inv_freq(const io::DecoderConfig& c) {
   inv_freq = inv_freq.to(torch::kFloat32);
   switch (c.rope_type) {
     case io::RopeType::Default:
+    case io::RopeType::LongRope:  // the factors are applied per sequence (rope_inv_freq_phi3)
+    case io::RopeType::Phi3Yarn:
       break;
     case io::RopeType::Linear:
       inv_freq = inv_freq / c.rope_factor;
@@ -65,12 +67,24 @@ torch::Tensor rope_inv_freq(const io::DecoderConfig& c) {
 }
 
 Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
-                 torch::ScalarType dtype) {
+                 torch::ScalarType dtype, double attention_scaling) {
   // freqs[b, t, i] = pos[b, t] * inv_freq[i], in float32 as HF (autocast disabled there)
   auto pos = positions.to(torch::kFloat32).unsqueeze(-1);           // [B, T, 1]
   auto freqs = pos * inv_freq.to(positions.device()).view({1, 1, -1});  // [B, T, d/2]
   auto emb = torch::cat({freqs, freqs}, -1);                         // [B, T, d]
-  return Rope{emb.cos().to(dtype), emb.sin().to(dtype)};
+  if (attention_scaling == 1.0) return Rope{emb.cos().to(dtype), emb.sin().to(dtype)};
+  return Rope{(emb.cos() * attention_scaling).to(dtype), (emb.sin() * attention_scaling).to(dtype)};
+}
+
+// Phi3SuScaledRotaryEmbedding.forward: inv_freq = 1 / (ext_factors * base^(arange(0, d, 2) / d)),
+// all float32; ext_factors = long_factor when max(position) + 1 > original_max_position_embeddings
+torch::Tensor rope_inv_freq_phi3(const io::DecoderConfig& c, bool long_factors) {
+  const int64_t d = c.head_dim;
+  const auto& f = long_factors ? c.rope_long_factor : c.rope_short_factor;
+  TORCH_CHECK(static_cast<int64_t>(f.size()) * 2 == d, "rope_inv_freq_phi3: ", f.size(), " factors for head_dim ", d);
+  auto shape = torch::arange(0, d, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(d);
+  auto ext = torch::tensor(f, torch::kFloat64).to(torch::kFloat32);
+  return 1.0 / (ext * torch::pow(c.rope_theta, shape));
 }
 
 Rope rope_tables_mrope(const torch::Tensor& inv_freq, const torch::Tensor& positions3,
@@ -148,18 +162,31 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 DecoderAttentionImpl::DecoderAttentionImpl(const io::DecoderConfig& c)
     : n_head_(c.num_attention_heads), n_head_kv_(c.num_key_value_heads), head_dim_(c.head_dim) {
   const int64_t D = c.hidden_size;
-  q_proj = register_module("q_proj", Linear(D, n_head_ * head_dim_, c.qkv_bias));
-  k_proj = register_module("k_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
-  v_proj = register_module("v_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
+  if (c.model_type == "phi3") {
+    qkv_proj = register_module("qkv_proj", Linear(D, (n_head_ + 2 * n_head_kv_) * head_dim_, false));
+  } else {
+    q_proj = register_module("q_proj", Linear(D, n_head_ * head_dim_, c.qkv_bias));
+    k_proj = register_module("k_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
+    v_proj = register_module("v_proj", Linear(D, n_head_kv_ * head_dim_, c.qkv_bias));
+  }
   o_proj = register_module("o_proj", Linear(n_head_ * head_dim_, D, c.o_bias));
 }
 
 torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& rope,
                                             const torch::Tensor& mask, const Segments* segs) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, n_head_, head_dim_}).transpose(1, 2);     // [B, H, T, d]
-  auto k = k_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
-  auto v = v_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
+  torch::Tensor q, k, v;
+  if (qkv_proj) {  // Phi-3: [q | k | v] along the output features
+    auto qkv = qkv_proj(x);                                                  // [B, T, (H+2Hkv)*d]
+    const int64_t nq = n_head_ * head_dim_, nk = n_head_kv_ * head_dim_;
+    q = qkv.narrow(-1, 0, nq).reshape({B, T, n_head_, head_dim_}).transpose(1, 2);
+    k = qkv.narrow(-1, nq, nk).reshape({B, T, n_head_kv_, head_dim_}).transpose(1, 2);
+    v = qkv.narrow(-1, nq + nk, nk).reshape({B, T, n_head_kv_, head_dim_}).transpose(1, 2);
+  } else {
+    q = q_proj(x).view({B, T, n_head_, head_dim_}).transpose(1, 2);     // [B, H, T, d]
+    k = k_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
+    v = v_proj(x).view({B, T, n_head_kv_, head_dim_}).transpose(1, 2);  // [B, Hkv, T, d]
+  }
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   // GQA: each kv head serves H/Hkv consecutive query heads (HF repeat_kv); attention() folds
@@ -182,13 +209,22 @@ torch::Tensor DecoderAttentionImpl::forward(const torch::Tensor& x, const Rope& 
   return o_proj(y.transpose(1, 2).reshape({B, T, n_head_ * head_dim_}));    // [B, T, D]
 }
 
-SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias) {
-  gate_proj = register_module("gate_proj", Linear(dim, inner, bias));
-  up_proj = register_module("up_proj", Linear(dim, inner, bias));
+SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias, bool fused) {
+  if (fused) {
+    gate_up_proj = register_module("gate_up_proj", Linear(dim, 2 * inner, bias));
+  } else {
+    gate_proj = register_module("gate_proj", Linear(dim, inner, bias));
+    up_proj = register_module("up_proj", Linear(dim, inner, bias));
+  }
   down_proj = register_module("down_proj", Linear(inner, dim, bias));
 }
 
 torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+  if (gate_up_proj) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2); down(up * silu(gate))
+    auto gu = gate_up_proj(x);                                       // [B, T, 2F]
+    const int64_t F = gu.size(-1) / 2;
+    return down_proj(gu.narrow(-1, F, F) * torch::silu(gu.narrow(-1, 0, F)));
+  }
   if (!torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled()) {
     auto g = gate_proj(x);  // in place: no autograd graph to keep
     auto u = up_proj(x);
@@ -204,7 +240,8 @@ torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
 
 DecoderLayerImpl::DecoderLayerImpl(const io::DecoderConfig& c) {
   self_attn = register_module("self_attn", DecoderAttention(c));
-  mlp = register_module("mlp", SwiGluMlp(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  mlp = register_module("mlp", SwiGluMlp(c.hidden_size, c.intermediate_size, c.mlp_bias,
+                                         /*fused=*/c.model_type == "phi3"));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));

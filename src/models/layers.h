@@ -37,9 +37,12 @@ struct Rope {
 
 /// inv_freq [d/2] (float32) for the config's rope type (default / linear / llama3).
 torch::Tensor rope_inv_freq(const io::DecoderConfig& c);
-/// cos/sin for integer positions [B, T] -> Rope with [B, T, d] tensors cast to dtype.
+/// cos/sin for integer positions [B, T] -> Rope with [B, T, d] tensors cast to dtype;
+/// attention_scaling multiplies cos and sin in float32 before the cast (Phi-3 LongRope).
 Rope rope_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions,
-                 torch::ScalarType dtype);
+                 torch::ScalarType dtype, double attention_scaling = 1.0);
+/// Phi-3 LongRope / Phi3Yarn: inv_freq / short_factor (short = true) or / long_factor, [d/2] float32.
+torch::Tensor rope_inv_freq_phi3(const io::DecoderConfig& c, bool long_factors);
 /// M-RoPE (Qwen2VLRotaryEmbedding + apply_multimodal_rotary_pos_emb): positions [3, B, T]
 /// (temporal, height, width); frequency i < d/2 takes its position from the component whose
 /// mrope_section run holds i. Equal positions on all three = plain RoPE. -> Rope [B, T, d]
@@ -77,6 +80,9 @@ class DecoderAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask,
                         const Segments* segs = nullptr);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  /// Phi-3: one fused projection (self_attn.qkv_proj [H*d + 2*Hkv*d, D]) instead of q/k/v_proj;
+  /// its output splits as [q | k | v] (modeling_phi3_v.py Phi3Attention.forward).
+  Linear qkv_proj{nullptr};
  private:
   int64_t n_head_, n_head_kv_, head_dim_;
 };
@@ -84,10 +90,12 @@ TORCH_MODULE(DecoderAttention);
 
 class SwiGluMlpImpl : public torch::nn::Module {
  public:
-  SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias);
+  /// fused: Phi-3's mlp.gate_up_proj [2F, D] whose output splits as [gate | up] (Phi3MLP).
+  SwiGluMlpImpl(int64_t dim, int64_t inner, bool bias, bool fused = false);
   // x: [B, T, D] -> down(silu(gate(x)) * up(x)): [B, T, D]
   torch::Tensor forward(const torch::Tensor& x);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_up_proj{nullptr};  // fused (Phi-3) instead of gate_proj / up_proj
 };
 TORCH_MODULE(SwiGluMlp);
 

@@ -1,5 +1,6 @@
 // The architecture registry and weight loading (STYLE.md B2: explicit switch over Arch, checkpoint
-// key renames happen here in the loader, never in forward()).
+// key renames happen here in the loader, never in forward()). Phi3VForCausalLM follows the remote
+// code of microsoft/Phi-3.5-vision-instruct (modeling_phi3_v.py, image_embedding_phi3_v.py).
 // References: transformers/models/llava/modeling_llava.py (get_image_features, masked_scatter of
 // image features, both key layouts: pre-4.52 `language_model.model.*` and current
 // `model.language_model.*`), clip/modeling_clip.py (CLIPVisionModel, CLIPModel.get_image_features).
@@ -71,6 +72,17 @@ Model::Model(const io::ModelConfig& cfg, torch::ScalarType dtype) : cfg_(cfg), d
       prefix_vision_ = "model.visual.";
       key_lm_head_ = "lm_head.weight";
       break;
+    case io::Arch::Phi3V:
+      decoder_ = Decoder(*cfg.text);
+      prefix_decoder_ = "model.";
+      key_lm_head_ = "lm_head.weight";
+      if (cfg.vision) {  // Phi3ImageEmbedding: img_processor (CLIPVisionModel) + HD transform
+        vision_ = ClipVision(*cfg.vision);
+        prefix_vision_ = "model.vision_embed_tokens.img_processor.vision_model.";
+        phi3v_image_ = Phi3VImageEmbed(cfg.vision->hidden_size, cfg.text->hidden_size);
+        prefix_phi3v_ = "model.vision_embed_tokens.";
+      }
+      break;
     case io::Arch::ClipVision:
       vision_ = ClipVision(*cfg.vision);
       prefix_vision_ = "vision_model.";
@@ -119,6 +131,7 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Model::m
   if (projector_) out.emplace_back(prefix_projector_, projector_.ptr());
   if (visual_projection_) out.emplace_back("visual_projection.", visual_projection_.ptr());
   if (extras_) out.emplace_back(prefix_extras_, extras_);
+  if (phi3v_image_) out.emplace_back(prefix_phi3v_, phi3v_image_.ptr());
   return out;
 }
 
@@ -194,7 +207,15 @@ std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dty
     for (auto& p : mod->named_parameters(true)) {
       // LLaVA never uses the CLIP tower's post_layernorm; HF loads it but it does not matter
       const std::string key = prefix + p.key();
-      if (cfg.is_llava_family() && p.key().rfind("post_layernorm", 0) == 0 && !ck.has(key)) continue;
+      if ((cfg.is_llava_family() || cfg.arch == io::Arch::Phi3V) && m->vision_ && mod == m->vision_.ptr() &&
+          p.key().rfind("post_layernorm", 0) == 0 && !ck.has(key))
+        continue;
+      // Phi-3-V: Phi3ImageEmbedding.wte is embed_tokens itself; a save may keep either name
+      if (cfg.arch == io::Arch::Phi3V && key == "model.embed_tokens.weight" && !ck.has(key) &&
+          ck.has("model.vision_embed_tokens.wte.weight")) {
+        load_into(ck, "model.vision_embed_tokens.wte.weight", p.value(), hint);
+        continue;
+      }
       load_into(ck, key, p.value(), hint);
     }
   }
@@ -228,7 +249,36 @@ torch::Tensor Model::image_features(const torch::Tensor& pixels) {
   return projector_(feats);                                         // [N, F, D]
 }
 
+int64_t Model::image_token_id() const {
+  switch (cfg_.arch) {
+    case io::Arch::Qwen2VL: return cfg_.qwen2vl.image_token_id;
+    case io::Arch::Phi3V: return io::Phi3VFields::kImageToken;
+    case io::Arch::Llava:
+    case io::Arch::LlavaNext: return cfg_.llava.image_token_id;
+    case io::Arch::Llama:
+    case io::Arch::Mistral:
+    case io::Arch::Qwen2:
+    case io::Arch::ClipVision:
+    case io::Arch::Clip: break;
+  }
+  TORCH_CHECK(false, "image_token_id: ", io::arch_name(cfg_.arch), " takes no images in its tokens");
+}
+
+// Phi3ImageEmbedding.forward / hd_feature_transform: every crop through CLIP, the hidden state at
+// img_processor.layer_idx without CLS, then the HD transform. -> [sum F_i, D]
+static torch::Tensor phi3v_image_features(Model& m, const TokenBatch& batch) {
+  TORCH_CHECK(m.vision_ && m.phi3v_image_, "image_features: this Phi3V config has no image embedding");
+  TORCH_CHECK(batch.image_sizes.defined() && batch.image_sizes.dim() == 2 && batch.image_sizes.size(1) == 2,
+              "image_features: Phi-3-V needs image_sizes [N, 2] (the HD sizes)");
+  const int64_t layer = m.config().phi3v.layer_idx;
+  auto states = m.vision_->hidden_states(batch.pixels.to(m.dtype()), layer);
+  auto f = states[layer];                                           // [crops, g*g + 1, C]
+  f = f.narrow(1, 1, f.size(1) - 1);                                // type_feature "patch": no CLS
+  return m.phi3v_image_(f, batch.image_sizes, m.config().vision->image_size);
+}
+
 torch::Tensor Model::image_features(const TokenBatch& batch) {
+  if (cfg_.arch == io::Arch::Phi3V) return phi3v_image_features(*this, batch);
   if (cfg_.arch == io::Arch::Qwen2VL) {
     TORCH_CHECK(batch.image_grid_thw.defined(), "image_features: Qwen2-VL needs image_grid_thw");
     return qwen2vl_vision_(batch.pixels.to(dtype_), batch.image_grid_thw);     // [sum t*h*w/m^2, D]
@@ -282,6 +332,8 @@ torch::Tensor Model::mrope_positions(const std::vector<int64_t>& ids, const torc
 int64_t Model::image_feature_tokens(int64_t height, int64_t width) const {
   TORCH_CHECK(cfg_.arch != io::Arch::Qwen2VL, "image_feature_tokens: Qwen2-VL counts depend on the "
               "processor's min/max pixels (vision::qwen2vl_image_tokens)");
+  TORCH_CHECK(cfg_.arch != io::Arch::Phi3V, "image_feature_tokens: Phi-3-V counts depend on the "
+              "processor's num_crops (vision::phi3v_image_tokens)");
   if (cfg_.arch != io::Arch::LlavaNext) return cfg_.image_feature_tokens();
   const auto& v = *cfg_.vision;
   return vision::anyres_feature_tokens(height, width, cfg_.llava.image_grid_pinpoints, v.image_size,
@@ -343,8 +395,12 @@ torch::Tensor Model::input_embeddings(const TokenBatch& batch) {
   TORCH_CHECK(decoder_, "input_embeddings: no decoder");
   auto ids = batch.ids;
   torch::Tensor is_image;
-  if (cfg_.is_llava_family() || cfg_.arch == io::Arch::Qwen2VL) {
-    is_image = ids == (cfg_.arch == io::Arch::Qwen2VL ? cfg_.qwen2vl.image_token_id : cfg_.llava.image_token_id);
+  if (cfg_.arch == io::Arch::Phi3V && vision_) {
+    // Phi3ImageEmbedding: negative ids mark image positions; ids are clamped for the lookup
+    is_image = ids < 0;
+    ids = ids.masked_fill(is_image, 0);                             // [B, T]
+  } else if (cfg_.is_llava_family() || cfg_.arch == io::Arch::Qwen2VL) {
+    is_image = ids == image_token_id();
     ids = ids.masked_fill(is_image, 0);  // image rows are replaced below       [B, T]
   }
   auto emb = decoder_->embed(ids);                                  // [B, T, D]

@@ -12,6 +12,7 @@
 #include "io/hf-config.h"
 #include "models/decoder.h"
 #include "models/vision-clip.h"
+#include "models/vision-phi3v.h"
 #include "models/vision-qwen2vl.h"
 
 namespace unime::models {
@@ -34,6 +35,8 @@ struct TokenBatch {
   torch::Tensor pixels;    // [N, C, S, S] float32, images in order of appearance; may be undefined
                            // LLaVA-NeXT: [sum of crops, C, S, S], each image's base + tiles
   torch::Tensor image_sizes;  // LLaVA-NeXT: [N, 2] int64 original (height, width) of each image
+                              // Phi-3-V: [N, 2] int64 HD-transformed (height, width), pixels
+                              // [sum (1 + crops), C, S, S] (global crop first)
   torch::Tensor image_grid_thw;  // Qwen2-VL: [N, 3] int64 patch grid; pixels [sum t*h*w, C*tp*p*p]
 };
 
@@ -49,6 +52,8 @@ class Model {
   torch::ScalarType dtype() const { return dtype_; }
   bool has_decoder() const { return static_cast<bool>(decoder_); }
   bool has_vision() const { return static_cast<bool>(vision_) || static_cast<bool>(qwen2vl_vision_); }
+  /// The token id marking image-feature positions in TokenBatch ids (Phi-3-V: negative ids).
+  int64_t image_token_id() const;
 
   /// LLaVA: image features as the decoder sees them. pixels [N, C, S, S] -> [N, F, D]
   torch::Tensor image_features(const torch::Tensor& pixels);
@@ -91,13 +96,15 @@ class Model {
   Decoder decoder_{nullptr};
   ClipVision vision_{nullptr};
   Qwen2VLVision qwen2vl_vision_{nullptr};  // Qwen2-VL (under prefix_vision_)
+  Phi3VImageEmbed phi3v_image_{nullptr};   // Phi-3-V separators + img_projection (prefix_phi3v_)
   Projector projector_{nullptr};
   Linear visual_projection_{nullptr};  // CLIPModel only
   Linear lm_head_{nullptr};            // decoder LMs; tied -> shares embed_tokens
   /// LLaVA-NeXT: holds `image_newline` [D] (key "image_newline" legacy, "model.image_newline" new)
   std::shared_ptr<torch::nn::Module> extras_;
   torch::Tensor image_newline_;
-  std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_, prefix_extras_;
+  std::string prefix_decoder_, prefix_vision_, prefix_projector_, key_lm_head_, prefix_extras_,
+      prefix_phi3v_;
 
  private:
   io::ModelConfig cfg_;

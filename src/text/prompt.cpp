@@ -26,7 +26,7 @@ std::vector<PromptTemplate> builtins() {
                std::string("<|user|>\n{text}") + kSent + "<|end|>\n<|assistant|>\n",
                std::string("<|user|>\n{image}") + kImg + "<|end|>\n<|assistant|>\n",
                std::string("<|user|>\n{image}\n{text}") + kImg + "<|end|>\n<|assistant|>\n",
-               "{content}", "<|image_1|>"});
+               "{content}", "<|image_{n}|>"});
   const std::string l3a = "<|start_header_id|>user<|end_header_id|>\n\n";
   const std::string l3b = " <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n";
   v.push_back({"llama3", l3a + "{text}" + kSent + l3b, l3a + "{image}" + kImg + l3b,
@@ -89,8 +89,19 @@ PromptTemplate load_template(const std::string& name_or_file) {
   return t;
 }
 
+// "{n}" in a placeholder -> the running image number
+static std::string numbered(const std::string& placeholder, int* next_index) {
+  const size_t at = placeholder.find("{n}");
+  if (at == std::string::npos) return placeholder;
+  std::string out = placeholder;
+  out.replace(at, 3, std::to_string((*next_index)++));
+  return out;
+}
+
 std::string rewrite_image_placeholders(const std::string& s, const std::string& placeholder,
-                                       int* count) {
+                                       int* count, int* next_index) {
+  int local = 1;
+  if (!next_index) next_index = &local;
   std::string out;
   int n = 0;
   size_t i = 0;
@@ -99,7 +110,7 @@ std::string rewrite_image_placeholders(const std::string& s, const std::string& 
       size_t j = i + 8;
       while (j < s.size() && j < i + 10 && s[j] >= '0' && s[j] <= '9') ++j;
       if (j > i + 8 && s.compare(j, 2, "|>") == 0) {
-        out += placeholder;
+        out += numbered(placeholder, next_index);
         ++n;
         i = j + 2;
         continue;
@@ -111,15 +122,35 @@ std::string rewrite_image_placeholders(const std::string& s, const std::string& 
   return out;
 }
 
+std::vector<std::string> split_image_tags(const std::string& s, std::vector<int64_t>* tags) {
+  // re.split(r"<\|image_\d+\|>", text) and re.findall of the same pattern
+  std::vector<std::string> chunks(1);
+  size_t i = 0;
+  while (i < s.size()) {
+    if (s.compare(i, 8, "<|image_") == 0) {
+      size_t j = i + 8;
+      while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+      if (j > i + 8 && j - (i + 8) <= 9 && s.compare(j, 2, "|>") == 0) {
+        if (tags) tags->push_back(std::stoll(s.substr(i + 8, j - i - 8)));
+        chunks.emplace_back();
+        i = j + 2;
+        continue;
+      }
+    }
+    chunks.back() += s[i++];
+  }
+  return chunks;
+}
+
 std::string render_prompt(const PromptTemplate& t, const std::string& instruction,
                           const std::string& text, int n_images) {
-  int n_ins = 0, n_txt = 0;
-  std::string ins = rewrite_image_placeholders(instruction, t.image_placeholder, &n_ins);
-  std::string txt = rewrite_image_placeholders(text, t.image_placeholder, &n_txt);
+  int n_ins = 0, n_txt = 0, next = 1;
+  std::string ins = rewrite_image_placeholders(instruction, t.image_placeholder, &n_ins, &next);
+  std::string txt = rewrite_image_placeholders(text, t.image_placeholder, &n_txt, &next);
   const bool explicit_placeholders = n_ins + n_txt > 0;
   std::string images;
   if (!explicit_placeholders)
-    for (int i = 0; i < n_images; ++i) images += (i ? "\n" : "") + t.image_placeholder;
+    for (int i = 0; i < n_images; ++i) images += (i ? "\n" : "") + numbered(t.image_placeholder, &next);
   if (!ins.empty()) {
     std::string content = images.empty() ? ins : images + "\n" + ins;
     if (!txt.empty()) content += "\n" + txt;

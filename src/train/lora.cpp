@@ -170,6 +170,15 @@ std::string LoraSet::target_modules_json() const {
     names.insert(names.end(), cfg_.vision_target_modules.begin(), cfg_.vision_target_modules.end());
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
+  // names no layer of this model carries (e.g. Phi-3's qkv_proj on a Llama) select nothing: drop them
+  names.erase(std::remove_if(names.begin(), names.end(),
+                             [&](const std::string& t) {
+                               if (t == "all-linear") return false;
+                               for (const auto& l : model_linears_)
+                                 if (peft_target_matches({t}, l)) return false;
+                               return true;
+                             }),
+              names.end());
   if (std::find(names.begin(), names.end(), "all-linear") == names.end()) {
     std::set<std::string> picked;
     for (const auto& l : model_linears_)

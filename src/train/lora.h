@@ -33,11 +33,15 @@ struct LoraConfig {
   double alpha = 64;     ///< lora_alpha; scaling = alpha / r
   double dropout = 0.1;  ///< dropout on the adapter input (training only)
   /// decoder layers to wrap (PEFT target_modules list rule); {"all-linear"} = every one
-  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                             "gate_proj", "up_proj", "down_proj"};
+  /// (Phi-3: the fused qkv_proj and gate_up_proj)
+  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                             "up_proj", "down_proj", "qkv_proj", "gate_up_proj"};
   bool include_vision = false;  ///< also wrap the vision tower / projector (frozen in UniME)
-  std::vector<std::string> vision_target_modules = {"q_proj", "k_proj", "v_proj", "out_proj",
-                                                    "fc1",    "fc2",    "linear_1", "linear_2"};
+  /// CLIP (q/k/v/out_proj, fc1, fc2) + LLaVA projector (linear_1/2); Qwen2-VL blocks (attn.qkv,
+  /// attn.proj, mlp.fc1/fc2) + merger (mlp.0, mlp.2); Phi-3-V img_projection.0/2
+  std::vector<std::string> vision_target_modules = {
+      "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "linear_1", "linear_2",
+      "qkv", "proj", "mlp.0", "mlp.2", "img_projection.0", "img_projection.2"};
   bool use_rslora = false;      ///< scaling = alpha / sqrt(r) (PEFT use_rslora)
   bool qlora = false;           ///< store the base linear weights in scope as NF4
   bool double_quant = false;    ///< QLoRA: also quantise the absmax scales (bnb_4bit_use_double_quant)

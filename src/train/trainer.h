@@ -40,8 +40,8 @@ struct TrainOptions {
   struct Lora {                      ///< see train/lora.h LoraConfig (defaults: stage 2 recipe)
     int64_t r = 16;
     double alpha = 64, dropout = 0.1;
-    std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                               "gate_proj", "up_proj", "down_proj"};
+    std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                               "up_proj", "down_proj", "qkv_proj", "gate_up_proj"};
     bool qlora = false;
     bool include_vision = false;     ///< also adapt the vision tower and projector
   } lora;

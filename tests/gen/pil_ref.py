@@ -30,6 +30,10 @@ JOBS.json is a list of jobs; each has an "op":
       to temporal_patch_size, the 9-D reshape/transpose into merge-ordered patches) -> float32
       [t*gh*gw, C*tp*p*p]; NPY.json holds {"image_grid_thw": [t, gh, gw], "num_image_tokens": n}
       with n = t*gh*gw // merge_size**2 (processing_qwen2_vl.py).
+  {"op": "phi3_v", "src": IMG, "config": PREPROCESSOR_CONFIG, "out": NPY}
+      Phi3VImageProcessor.preprocess for one image (phi3v_ref.preprocess: HD_transform with PIL,
+      ToTensor/Normalize and the bicubic global image with torch) -> float32 [1 + crops, 3, 336, 336];
+      NPY.json holds {"image_size": [H, W] (HD), "num_image_tokens": n}.
 """
 import json
 import math
@@ -315,6 +319,16 @@ def main():
         elif op == "qwen2vl":
             with open(job["config"]) as f:
                 arr, info = qwen2vl_preprocess(job["src"], json.load(f))
+            np.save(job["out"], arr)
+            with open(job["out"] + ".json", "w") as f:
+                json.dump(info, f)
+        elif op == "phi3_v":
+            import os
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            sys.dont_write_bytecode = True
+            import phi3v_ref
+            with open(job["config"]) as f:
+                arr, info = phi3v_ref.preprocess(job["src"], json.load(f))
             np.save(job["out"], arr)
             with open(job["out"] + ".json", "w") as f:
                 json.dump(info, f)

@@ -10,6 +10,7 @@ Mirrors transformers' modeling code line by line (HF is not installable here):
     image_size_to_num_patches, get_anyres_image_grid_shape, unpad_image, pack_image_features)
   - Qwen2VLForConditionalGeneration, both key layouts         (models/qwen2_vl/modeling_qwen2_vl.py: the
     vision transformer with 2-D rotary + PatchMerger, get_rope_index, M-RoPE)
+  - Phi3VForCausalLM (Phi-3.5-vision remote code)              (phi3v_ref.py)
 with the config-class defaults of configuration_{llama,mistral,qwen2,clip,llava,llava_next,qwen2_vl}.py
 (see README.md).
 
@@ -283,8 +284,11 @@ def resolve_config(raw, where="config.json"):
             c[k] = (raw.get("text_config") or {}).get(k, raw.get(k, v))
         c["tie_word_embeddings"] = tc["tie_word_embeddings"]
         return c
+    if mt == "phi3_v":
+        import phi3v_ref
+        return phi3v_ref.resolve(raw, where)
     raise RefError(f"{where}: model_type {mt!r} not supported; expected one of "
-                   f"llama, mistral, qwen2, clip_vision_model, clip, llava, llava_next")
+                   f"llama, mistral, qwen2, clip_vision_model, clip, llava, llava_next, qwen2_vl, phi3_v")
 
 
 def load_config(model_dir):
@@ -410,6 +414,9 @@ def qwen2vl_canonicalize(weights):
 
 
 def param_specs(c):
+    if c["kind"] == "phi3_v":
+        import phi3v_ref
+        return phi3v_ref.specs(c)
     """All checkpoint keys of the model, canonical names (LLaVA, Qwen2-VL: the legacy layout)."""
     if c["kind"] == "qwen2_vl":
         return qwen2vl_vision_specs(c["vision_config"]) + decoder_specs(c["text_config"])
@@ -1062,6 +1069,9 @@ def run_one(c, W, item, i, dtype, out):
     px = item.get("pixel_values")
     image_sizes = item.get("image_sizes")
     kind = c["kind"]
+    if kind == "phi3_v":
+        import phi3v_ref
+        return phi3v_ref.run_one(c, W, item, i, dtype, out)
     if kind == "qwen2_vl":
         if ids is None:
             raise RefError(f"{where}: qwen2_vl models need input_ids")

@@ -5,7 +5,8 @@ Usage:
   tiny_models.py --arch ARCH --seed N --out DIR [--layout legacy|new] [--dtype float32|bfloat16]
                  [--set key=value ...] [--unset key ...] [--shards K] [--with-position-ids]
 
-ARCH: llama llama3 mistral qwen2 clip_vision clip llava llava_qwen2 llava_next (see README.md).
+ARCH: llama llama3 mistral qwen2 clip_vision clip llava llava_qwen2 llava_next qwen2_vl phi3_v
+(see README.md).
 Writes DIR/config.json (the fields HF's config class saves), DIR/model.safetensors with HF's key
 names (or K shards + model.safetensors.index.json), and for image models
 DIR/preprocessor_config.json (CLIPImageProcessor) matched to the vision image_size.
@@ -184,9 +185,38 @@ def _qwen2_vl():
     }
 
 
+def _phi3_v():
+    # Like microsoft/Phi-3.5-vision-instruct's config.json scaled down: Phi-3 text fields at the top
+    # level, rope_scaling "su" with short/long factors (head_dim / 2 = 8 each) and
+    # original_max_position_embeddings 64 (so text-only inputs use the short factors and image inputs
+    # the long ones), GQA 4/2 (the real model is 32/32), the HD image embedding. The CLIP tower keeps
+    # the 336 px / 14 px geometry the processor hard-codes (24 x 24 patches -> 12 x 12 merged) but is
+    # narrow and shallow, via img_processor.vision_config (a unime extension: the remote code always
+    # builds CLIP ViT-L/14-336).
+    half = 8
+    return {
+        "architectures": ["Phi3VForCausalLM"], "model_type": "phi3_v",
+        "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "embd_pdrop": 0.0,
+        "embd_layer": {"embedding_cls": "image", "hd_transform_order": "sub_glb", "projection_cls": "mlp",
+                       "use_hd_transform": True, "with_learnable_separator": True},
+        "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "img_processor": {"image_dim_out": 32, "model_name": "openai/clip-vit-large-patch14-336",
+                          "name": "clip_vision_model", "num_img_tokens": 144,
+                          "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                            "num_hidden_layers": 3}},
+        "intermediate_size": 96, "max_position_embeddings": 4096, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "num_key_value_heads": 2, "original_max_position_embeddings": 64,
+        "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-5,
+        "rope_scaling": {"long_factor": [1.0 + 0.7 * k for k in range(half)],
+                         "short_factor": [1.0 + 0.05 * k for k in range(half)], "type": "su"},
+        "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False, "use_cache": True,
+        "vocab_size": 32064,
+    }
+
+
 ARCHS = {"llama": _llama, "llama3": _llama3, "mistral": _mistral, "qwen2": _qwen2,
          "clip_vision": _clip_vision, "clip": _clip, "llava": _llava, "llava_qwen2": _llava_qwen2,
-         "llava_next": _llava_next, "qwen2_vl": _qwen2_vl}
+         "llava_next": _llava_next, "qwen2_vl": _qwen2_vl, "phi3_v": _phi3_v}
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OPENAI_CLIP_MEAN (image_utils.py)
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]  # OPENAI_CLIP_STD
@@ -355,6 +385,12 @@ def generate(arch, seed, out_dir, layout="legacy", dtype="float32", sets=(), uns
                        "patch_size": v["patch_size"], "processor_class": "Qwen2VLProcessor", "resample": 3,
                        "rescale_factor": 1 / 255, "temporal_patch_size": v["temporal_patch_size"]},
                       f, indent=2, sort_keys=True)
+            f.write("\n")
+    if resolved["kind"] == "phi3_v":  # Phi3VImageProcessor, as Phi-3.5-vision-instruct saves it
+        with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
+            json.dump({"do_convert_rgb": True, "image_mean": CLIP_MEAN, "image_processor_type": "Phi3VImageProcessor",
+                       "image_std": CLIP_STD, "num_crops": 4, "num_img_tokens": 144,
+                       "processor_class": "Phi3VProcessor"}, f, indent=2, sort_keys=True)
             f.write("\n")
     vc = {"clip_vision": resolved, "clip": resolved.get("vision_config"),
           "llava": resolved.get("vision_config"), "llava_next": resolved.get("vision_config")}.get(resolved["kind"])
