@@ -238,6 +238,9 @@ TEST_F(IndexE2E, BadCorporaAndFlagsAreOneLineErrors) {
   fails("search --index " + ix_, "give --text or --image");
   fails("search --index " + (*t_ / "c") + " --text x", "not a unime index");
   fails("index add --index " + ix_ + " --input " + (*t_ / "c/corpus.jsonl"), "is already in");
+  // serve --index embeds queries with the index's recipe: a different explicit one is an error
+  fails("serve --port 0 --index " + ix_ + " --dtype bf16", "serve: --dtype bf16 differs from the index's f32");
+  fails("serve --port 0 --index " + ix_ + " --template llama3", "serve: --template llama3 differs from the index's qwen2");
   EXPECT_FALSE(fs::exists(*t_ / "bad-ix/manifest.json"));
 }
 

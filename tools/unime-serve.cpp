@@ -57,16 +57,19 @@ void register_serve(CLI::App& app) {
     unime::serve::ServerOptions srv;
     unime::serve::BatcherOptions batch;
     int workers = 1;
+    CLI::Option* dtype_opt = nullptr;
+    CLI::Option* template_opt = nullptr;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model, "Hugging Face model folder (with --index: default and must be the index's)");
   cmd->add_option("--index", a->index, "index folder (unime index build): enables POST /v1/search");
   cmd->add_flag("--ui", a->ui, "serve a search page at / (needs --index)");
   cmd->add_option("--lora", a->opt.lora, "PEFT LoRA adapter folder (repeatable: merged in order)");
-  cmd->add_option("--dtype", a->opt.dtype, "f32 | bf16 | f16 | auto (bf16 where the CPU has it)")->capture_default_str();
+  a->dtype_opt = cmd->add_option("--dtype", a->opt.dtype, "f32 | bf16 | f16 | auto (bf16 where the CPU has it)")
+                     ->capture_default_str();
   cmd->add_option("--threads", a->opt.threads, "CPU threads for inference (0 = all cores)")->capture_default_str();
-  cmd->add_option("--template", a->opt.prompt_template,
-                  "prompt template: llava-mistral, phi3v, llama3, qwen2, plain, or a JSON file");
+  a->template_opt = cmd->add_option("--template", a->opt.prompt_template,
+                                    "prompt template: llava-mistral, phi3v, llama3, qwen2, plain, or a JSON file");
   cmd->add_option("--device", a->opt.device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_flag("--truncate", a->opt.truncate, "cut inputs longer than max_position_embeddings");
   cmd->add_option("--host", a->srv.host, "address to listen on")->capture_default_str();
@@ -97,6 +100,13 @@ void register_serve(CLI::App& app) {
       ix = unime::index::Index::open(a->index);
       unime::index::check_same_model(*ix, a->model, o.lora);
       const auto& r = ix->recipe();
+      // queries must be embedded exactly as the indexed rows were: an explicit --dtype or
+      // --template that differs from the index's recipe is an error, not silently replaced
+      UNIME_CHECK(a->dtype_opt->count() == 0 || o.dtype == r.dtype, "serve: --dtype ", o.dtype,
+                  " differs from the index's ", r.dtype, " (", a->index, "); leave it out with --index");
+      UNIME_CHECK(a->template_opt->count() == 0 || o.prompt_template == r.template_name, "serve: --template ",
+                  o.prompt_template, " differs from the index's ", r.template_name, " (", a->index,
+                  "); leave it out with --index");
       a->model = r.model;
       o.lora = r.lora;
       o.dtype = r.dtype;
