@@ -97,6 +97,8 @@ TEST(Pretrain, VisionWarmupLearnsTheSceneLabels) {
   EXPECT_LT(r.vision_last_loss, 0.7 * r.vision_first_loss);
   // chance is at most 1/7 (shape) and 1/9 (colour) on occupied cells
   EXPECT_GT(r.vision_accuracy, 0.3);
+  std::printf("  colour %.3f, shape %.3f\n", r.vision_colour_accuracy, r.vision_shape_accuracy);
+  EXPECT_NEAR(r.vision_accuracy, 0.5 * (r.vision_colour_accuracy + r.vision_shape_accuracy), 1e-9);
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"})
     EXPECT_TRUE(fs::exists(fs::path(o.output) / f)) << f;
   EXPECT_FALSE(fs::exists(o.output + ".tmp"));

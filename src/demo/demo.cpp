@@ -343,7 +343,8 @@ int run_demo(const DemoOptions& o) {
            {"seconds", r.seconds}, {"tokens", r.tokens},
            {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image},
            {"vision_first_loss", r.vision_first_loss}, {"vision_last_loss", r.vision_last_loss},
-           {"vision_accuracy", r.vision_accuracy}};
+           {"vision_accuracy", r.vision_accuracy}, {"vision_colour_accuracy", r.vision_colour_accuracy},
+           {"vision_shape_accuracy", r.vision_shape_accuracy}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));

@@ -173,6 +173,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
   torch::optim::AdamW optim(params, torch::optim::AdamWOptions(o.vision_lr).betas({0.9, 0.95}).weight_decay(0.0));
   for (auto& [p, m] : model.modules()) m->train();
 
+  // right/total: [colour, shape] counts on the occupied cells, or null
   auto loss_of = [&](const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
     std::vector<torch::Tensor> px;
     std::vector<int64_t> tg;
@@ -183,7 +184,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     const int64_t B = static_cast<int64_t>(batch.size());
     auto logits = head(model.image_features(torch::stack(px)).reshape({B, F * D}));  // [B, out_dim]
     auto t = torch::tensor(tg, torch::kInt64).view({B, L.width()});
-    torch::Tensor loss = torch::zeros({}), off_t = torch::zeros({});
+    torch::Tensor loss = torch::zeros({});
     int64_t off = 0, col = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
       const auto [n, k] = groups[g];
@@ -192,8 +193,8 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
       loss = loss + torch::nn::functional::cross_entropy(lg, tt);
       if (right && g < 2) {  // colour and shape of the occupied cells
         auto occupied = tt.ne(0);
-        *right += lg.argmax(1).eq(tt).logical_and(occupied).sum().item<int64_t>();
-        *total += occupied.sum().item<int64_t>();
+        right[g] += lg.argmax(1).eq(tt).logical_and(occupied).sum().item<int64_t>();
+        total[g] += occupied.sum().item<int64_t>();
       }
       off += n * k, col += n;
     }
@@ -235,9 +236,11 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     for (auto& [p, m] : model.modules()) m->eval();
     std::vector<size_t> batch;
     for (size_t i = 0; i < std::min<size_t>(256, images.size()); ++i) batch.push_back(i);
-    int64_t right = 0, total = 0;
-    loss_of(batch, &right, &total);
-    res.vision_accuracy = static_cast<double>(right) / static_cast<double>(total);
+    int64_t right[2] = {0, 0}, total[2] = {0, 0};
+    loss_of(batch, right, total);
+    res.vision_accuracy = static_cast<double>(right[0] + right[1]) / static_cast<double>(total[0] + total[1]);
+    res.vision_colour_accuracy = static_cast<double>(right[0]) / static_cast<double>(total[0]);
+    res.vision_shape_accuracy = static_cast<double>(right[1]) / static_cast<double>(total[1]);
   }
 }
 
