@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -77,14 +78,14 @@ void sentence_facts(const std::vector<std::string>& w, const WorldVocab& v,
 }
 
 // A fixed random unit vector per feature (Gaussian from the feature's hash).
-void add_feature(float* row, int64_t dim, const std::string& f, float weight) {
+std::vector<float> feature_vector(const std::string& f, int64_t dim) {
   std::mt19937_64 rng(fnv1a(f));
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> u(static_cast<size_t>(dim));
   double n = 0;
   for (auto& x : u) x = g(rng), n += double(x) * x;
-  const float s = weight / static_cast<float>(std::sqrt(n));
-  for (int64_t k = 0; k < dim; ++k) row[k] += s * u[static_cast<size_t>(k)];
+  for (auto& x : u) x = static_cast<float>(x / std::sqrt(n));
+  return u;
 }
 
 }  // namespace
@@ -138,9 +139,14 @@ std::vector<float> teacher_embed(const std::vector<std::string>& texts, const Wo
   UNIME_CHECK(dim > 0, "teacher_embed: dim must be > 0");
   const int64_t N = static_cast<int64_t>(texts.size());
   std::vector<float> out(static_cast<size_t>(N * dim), 0.0f);
+  std::unordered_map<std::string, std::vector<float>> vectors;
   for (int64_t i = 0; i < N; ++i) {
     float* row = out.data() + i * dim;
-    for (const auto& [f, wgt] : teacher_facts(texts[static_cast<size_t>(i)], v)) add_feature(row, dim, f, wgt);
+    for (const auto& [f, wgt] : teacher_facts(texts[static_cast<size_t>(i)], v)) {
+      auto it = vectors.find(f);  // each feature's vector is drawn once
+      if (it == vectors.end()) it = vectors.emplace(f, feature_vector(f, dim)).first;
+      for (int64_t k = 0; k < dim; ++k) row[k] += wgt * it->second[static_cast<size_t>(k)];
+    }
     double n = 0;
     for (int64_t k = 0; k < dim; ++k) n += double(row[k]) * row[k];
     if (n > 0)
