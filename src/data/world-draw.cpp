@@ -131,25 +131,22 @@ Image render_scene(const Scene& s, int n) {
 Image crop_object(const Image& img, const Object& o, int n) {
   const Footprint f = footprint(o, img.width);
   const double half = kCropMargin * f.radius + 1.0;
-  int x0 = static_cast<int>(f.cx - half), y0 = static_cast<int>(f.cy - half);
-  int side = static_cast<int>(2.0 * half);
-  side = std::clamp(side, 1, std::min(img.width, img.height));
-  x0 = std::clamp(x0, 0, img.width - side);
-  y0 = std::clamp(y0, 0, img.height - side);
+  const int side = std::clamp(static_cast<int>(2.0 * half), 1, std::min({img.width, img.height, n}));
+  const int x0 = std::clamp(static_cast<int>(f.cx - half), 0, img.width - side);
+  const int y0 = std::clamp(static_cast<int>(f.cy - half), 0, img.height - side);
+  // the window keeps its scale and sits at the centre of a neutral grey n x n canvas
   Image out;
   out.width = out.height = n;
-  out.rgb.resize(static_cast<size_t>(n) * n * 3);
-  for (int y = 0; y < n; ++y) {
-    const int sy = y0 + (y * side) / n;
-    for (int x = 0; x < n; ++x) {
-      const int sx = x0 + (x * side) / n;
-      const uint8_t* p = img.at(sx, sy);
-      uint8_t* q = &out.rgb[(static_cast<size_t>(y) * n + x) * 3];
+  out.rgb.assign(static_cast<size_t>(n) * n * 3, 128);
+  const int ox = (n - side) / 2, oy = (n - side) / 2;
+  for (int y = 0; y < side; ++y)
+    for (int x = 0; x < side; ++x) {
+      const uint8_t* p = img.at(x0 + x, y0 + y);
+      uint8_t* q = &out.rgb[(static_cast<size_t>(oy + y) * n + ox + x) * 3];
       q[0] = p[0];
       q[1] = p[1];
       q[2] = p[2];
     }
-  }
   return out;
 }
 

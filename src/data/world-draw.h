@@ -36,8 +36,9 @@ bool shape_covers(int shape, double u, double v);
 /// Renders the scene at n x n pixels.
 Image render_scene(const Scene& s, int n);
 
-/// The square region around object `o` (its footprint plus a margin), clamped to the image and
-/// scaled (nearest neighbour) to n x n, like a detector crop fed to an image encoder.
+/// The square region around object `o` (its footprint plus a margin), clamped to the image, at its
+/// own scale in the centre of a neutral grey n x n canvas: the object lands on the centre patch at
+/// the size it has in scenes (a zoomed crop spans patches the vision tower never saw it on).
 Image crop_object(const Image& img, const Object& o, int n);
 
 /// PNG bytes (stb_image_write, default compression: deterministic for a given input).

@@ -149,8 +149,27 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     images.push_back(i);
     targets.push_back(it->second);
   }
-  UNIME_CHECK(static_cast<int64_t>(images.size()) >= o.vision_batch, o.vision_labels, ": labels for ",
-              images.size(), " of the training images, fewer than the vision batch ", o.vision_batch);
+  // accuracy is measured on held-out images: every 8th labelled image (at most 256) is not trained on
+  std::vector<int64_t> held_images;
+  std::vector<std::vector<int64_t>> held_targets;
+  {
+    std::vector<int64_t> ti;
+    std::vector<std::vector<int64_t>> tt;
+    for (size_t i = 0; i < images.size(); ++i) {
+      if (i % 8 == 7 && held_images.size() < 256) {
+        held_images.push_back(images[i]);
+        held_targets.push_back(std::move(targets[i]));
+      } else {
+        ti.push_back(images[i]);
+        tt.push_back(std::move(targets[i]));
+      }
+    }
+    images = std::move(ti);
+    targets = std::move(tt);
+  }
+  UNIME_CHECK(static_cast<int64_t>(images.size()) >= o.vision_batch && !held_images.empty(), o.vision_labels,
+              ": labels for ", images.size() + held_images.size(),
+              " of the training images, too few for the vision batch ", o.vision_batch, " and a held-out set");
   std::vector<torch::Tensor> params;
   for (auto& [name, p] : model.named_parameters())
     if (name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos)
@@ -162,33 +181,48 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     auto f = model.image_features(pixels[0].unsqueeze(0));
     F = f.size(1), D = f.size(2);
   }
-  // head outputs: colour, shape, size logits per cell, then tone and texture
+  // The head reads each grid cell from the patch features average-pooled onto the scene's grid, with one
+  // classifier shared by all cells (colour, shape, size), and the scene's tone and texture from the mean
+  // feature. Sharing makes it translation-equivariant: a per-position head over all features memorises
+  // the training images (held-out shape accuracy at chance) instead of teaching the tower shapes.
+  const int64_t side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(F))));
+  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(L.cells))));
+  UNIME_CHECK(side * side == F && grid * grid == L.cells, "pretrain: the vision warm-up needs a square patch grid (",
+              F, " features) and a square scene grid (", L.cells, " cells)");
   const std::vector<std::pair<int64_t, int64_t>> groups = {
       {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
-  int64_t out_dim = 0;
-  for (auto [n, k] : groups) out_dim += n * k;
-  torch::nn::Linear head(torch::nn::LinearOptions(F * D, out_dim));
-  for (auto& p : head->parameters()) params.push_back(p);
+  torch::nn::Linear cell_head(torch::nn::LinearOptions(D, L.colours + L.shapes + L.sizes));
+  torch::nn::Linear scene_head(torch::nn::LinearOptions(D, L.tones + L.textures));
+  for (auto& p : cell_head->parameters()) params.push_back(p);
+  for (auto& p : scene_head->parameters()) params.push_back(p);
   for (auto& p : params) p.requires_grad_(true);
   torch::optim::AdamW optim(params, torch::optim::AdamWOptions(o.vision_lr).betas({0.9, 0.95}).weight_decay(0.0));
   for (auto& [p, m] : model.modules()) m->train();
 
   // right/total: [colour, shape] counts on the occupied cells, or null
   auto loss_of = [&](const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
+    const auto& im = right ? held_images : images;
+    const auto& ta = right ? held_targets : targets;
     std::vector<torch::Tensor> px;
     std::vector<int64_t> tg;
     for (size_t b : batch) {
-      px.push_back(pixels[images[b]]);
-      tg.insert(tg.end(), targets[b].begin(), targets[b].end());
+      px.push_back(pixels[im[b]]);
+      tg.insert(tg.end(), ta[b].begin(), ta[b].end());
     }
     const int64_t B = static_cast<int64_t>(batch.size());
-    auto logits = head(model.image_features(torch::stack(px)).reshape({B, F * D}));  // [B, out_dim]
+    auto feats = model.image_features(torch::stack(px));  // [B, F, D], patches row-major
+    auto cells = torch::adaptive_avg_pool2d(feats.transpose(1, 2).reshape({B, D, side, side}), {grid, grid})
+                     .flatten(2)
+                     .transpose(1, 2);                        // [B, cells, D], cells row-major
+    auto per_cell = cell_head(cells).split({L.colours, L.shapes, L.sizes}, 2);  // [B, cells, k] each
+    auto per_scene = scene_head(feats.mean(1)).split({L.tones, L.textures}, 1);  // [B, k] each
+    const std::vector<torch::Tensor> logits = {per_cell[0], per_cell[1], per_cell[2], per_scene[0], per_scene[1]};
     auto t = torch::tensor(tg, torch::kInt64).view({B, L.width()});
     torch::Tensor loss = torch::zeros({});
-    int64_t off = 0, col = 0;
+    int64_t col = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
       const auto [n, k] = groups[g];
-      auto lg = logits.narrow(1, off, n * k).reshape({B * n, k});
+      auto lg = logits[g].reshape({B * n, k});
       auto tt = t.narrow(1, col, n).reshape({B * n});
       loss = loss + torch::nn::functional::cross_entropy(lg, tt);
       if (right && g < 2) {  // colour and shape of the occupied cells
@@ -196,7 +230,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
         right[g] += lg.argmax(1).eq(tt).logical_and(occupied).sum().item<int64_t>();
         total[g] += occupied.sum().item<int64_t>();
       }
-      off += n * k, col += n;
+      col += n;
     }
     return loss / static_cast<double>(groups.size());
   };
@@ -235,7 +269,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     torch::NoGradGuard ng;
     for (auto& [p, m] : model.modules()) m->eval();
     std::vector<size_t> batch;
-    for (size_t i = 0; i < std::min<size_t>(256, images.size()); ++i) batch.push_back(i);
+    for (size_t i = 0; i < held_images.size(); ++i) batch.push_back(i);
     int64_t right[2] = {0, 0}, total[2] = {0, 0};
     loss_of(batch, right, total);
     res.vision_accuracy = static_cast<double>(right[0] + right[1]) / static_cast<double>(total[0] + total[1]);

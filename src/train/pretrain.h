@@ -45,7 +45,7 @@ struct PretrainResult {
   double seconds = 0;
   double loss_own_image = 0, loss_other_image = 0;  ///< 64 examples, own vs another's image
   double vision_first_loss = 0, vision_last_loss = 0;  ///< the vision warm-up (means of 10 steps)
-  double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (256 training images)
+  double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (held-out images: every 8th, at most 256)
   double vision_colour_accuracy = 0, vision_shape_accuracy = 0;  ///< the same, per label
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
