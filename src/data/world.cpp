@@ -242,6 +242,20 @@ class WorldWriter {
       Rng rng = stream(cfg_.seed, "pretrain", i);
       const Scene s = sample_scene(rng, rules_, rng.range(1, cfg_.max_objects), Split::Train);
       const std::string path = images_.emit(whole_image(s), "images/pretrain/" + padded(i) + ".png", "pretrain");
+      {  // one object crop per scene, captioned: the kind of image grounding candidates are
+        Rng cr = stream(cfg_.seed, "pretrain-crop", i);
+        const int j = cr.below(static_cast<int>(s.objects.size()));
+        const Object& o = s.objects[j];
+        ImageSpec im = whole_image(s);
+        im.is_crop = true;
+        im.box = o;
+        im.object = j;
+        const std::string text = std::string("a cropped image of a ") + kSizeNames[o.size] + " " +
+                                 combo_name(o.colour, o.shape) + ".";
+        captions.add(json{{"image", images_.emit(im, "images/pretrain/" + padded(i) + "-crop.png", "pretrain")},
+                          {"text", text}});
+        corpus_.add(text);
+      }
       std::set<std::string> done;
       for (int k = 0, tries = 0; k < cfg_.captions_per_scene && tries < 20; ++tries) {
         DescribeOptions opt;

@@ -265,7 +265,7 @@ Encoder::Images Encoder::images(const EmbedInput& in) {
       sizes.push_back(img.height);
       sizes.push_back(img.width);
     }
-    return {torch::cat(out, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2})};
+    return {torch::cat(out, 0), torch::tensor(sizes, torch::kInt64).view({-1, 2}), {}};
   }
   if (!proc_)
     proc_ = std::make_unique<vision::ClipProcessorConfig>(vision::load_clip_processor_config(proc_path.string()));
@@ -277,7 +277,7 @@ Encoder::Images Encoder::images(const EmbedInput& in) {
                 "; check preprocessor_config.json crop_size");
     out.push_back(torch::from_blob(chw.data(), {1, 3, h, w}, torch::kFloat32).clone());
   }
-  return {torch::cat(out, 0), {}};
+  return {torch::cat(out, 0), {}, {}};
 }
 
 torch::Tensor Encoder::forward(const std::vector<const EmbedInput*>& inputs,

@@ -460,7 +460,7 @@ torch::Tensor Model::last_token_hidden(const TokenBatch& batch) {
 
 torch::Tensor Model::last_token_hidden_packed(const torch::Tensor& ids, const std::vector<int64_t>& lens,
                                              const torch::Tensor& pixels) {
-  return last_token_hidden_packed(TokenBatch{ids, {}, pixels}, lens);
+  return last_token_hidden_packed(TokenBatch{ids, {}, pixels, {}, {}}, lens);
 }
 
 torch::Tensor Model::last_token_hidden_packed(const TokenBatch& packed, const std::vector<int64_t>& lens) {

@@ -86,7 +86,7 @@ struct VisionLabels {
 
 VisionLabels read_vision_labels(const std::string& path) {
   struct Obj { std::string colour, shape, size; int64_t row, col; };
-  struct Row { std::string image, tone, texture; std::vector<Obj> objs; };
+  struct Row { std::string image, tone, texture; std::vector<Obj> objs; bool crop = false; };
   std::vector<Row> rows;
   std::set<std::string> colours, shapes, sizes, tones, textures;
   int64_t grid = 0;
@@ -97,9 +97,20 @@ VisionLabels read_vision_labels(const std::string& path) {
       UNIME_CHECK(o.is_object() && o.contains(k) && o[k].is_string(), where, ": expected a string '", k, "'");
       return o[k].get<std::string>();
     };
-    Row row{(base / text(r, "image")).string(), text(r, "tone"), text(r, "texture"), {}};
+    Row row{(base / text(r, "image")).string(), text(r, "tone"), text(r, "texture"), {}, false};
     UNIME_CHECK(r.contains("objects") && r["objects"].is_array(), where, ": expected an 'objects' list");
+    // an object crop (crop_object = its index, -1 for an empty cell) shows that object on the centre cell
+    int64_t crop = -2;
+    if (r.contains("crop_object")) {
+      UNIME_CHECK(r["crop_object"].is_number_integer() && r["crop_object"].get<int64_t>() >= -1 &&
+                      r["crop_object"].get<int64_t>() < static_cast<int64_t>(r["objects"].size()),
+                  where, ": 'crop_object' must be -1 or an index into 'objects'");
+      crop = r["crop_object"].get<int64_t>();
+      row.crop = true;
+    }
+    int64_t k = -1;
     for (const auto& o : r["objects"]) {
+      if (crop != -2 && ++k != crop) continue;
       UNIME_CHECK(o.is_object() && o.contains("row") && o["row"].is_number_integer() && o.contains("col") &&
                       o["col"].is_number_integer() && o["row"].get<int64_t>() >= 0 && o["col"].get<int64_t>() >= 0 &&
                       o["row"].get<int64_t>() < 16 && o["col"].get<int64_t>() < 16,
@@ -124,7 +135,7 @@ VisionLabels read_vision_labels(const std::string& path) {
   for (const auto& r : rows) {
     std::vector<int64_t> t(static_cast<size_t>(L.width()), 0);  // [colour x cells, shape x cells, size x cells, tone, texture]
     for (const auto& o : r.objs) {
-      const int64_t c = o.row * grid + o.col;
+      const int64_t c = r.crop ? (grid / 2) * grid + grid / 2 : o.row * grid + o.col;
       t[c] = index(colours, o.colour) + 1;
       t[L.cells + c] = index(shapes, o.shape) + 1;
       t[2 * L.cells + c] = index(sizes, o.size) + 1;
@@ -415,7 +426,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       at::autocast::set_cpu_enabled(true);
       at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
     }
-    auto emb = model->input_embeddings({ids_t, real, torch::stack(px)});             // [1, N, D]
+    auto emb = model->input_embeddings({ids_t, real, torch::stack(px), {}, {}});     // [1, N, D]
     auto h = model->decoder_->forward_packed(emb, lens)[0];                           // [N, D]
     auto pos = torch::tensor(target_pos, torch::kInt64);
     auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
