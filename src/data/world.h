@@ -2,7 +2,7 @@
 // pipeline needs, written in the real formats (see docs/README-dev-world.md).
 //
 //   W/images/...                    PNG images (RGB, image_size x image_size)
-//   W/captions.jsonl, W/vqa.jsonl   stage-0 pretraining: {"image","text"} / {"image","question","answer"}
+//   W/captions.jsonl, W/vqa.jsonl   stage-0 pretraining: {"image","text"} (scenes and object crops) / {"image","question","answer"}
 //   W/nli.jsonl                     stage 1 (SimCSE NLI): {"sent0","sent1","hard_neg"}
 //   W/mmeb-train.jsonl              stage 2 (MMEB-train + "dataset")
 //   W/mmeb-eval/<dataset>.jsonl     MMEB-eval rows, gold candidate at index 0
