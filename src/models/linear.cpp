@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "io/fs.h"
+
 namespace unime::models {
 
 // ---- NF4 tables ----------------------------------------------------------------------------------
@@ -188,9 +190,24 @@ torch::Tensor or_empty(const torch::Tensor& t, const torch::Tensor& like) {
 
 }  // namespace
 
+// ---- construction without initialisation ----------------------------------------------------------
+
+namespace {
+thread_local std::optional<torch::ScalarType> t_skip_init;
+}
+
+SkipInitGuard::SkipInitGuard(torch::ScalarType dtype) : prev_(t_skip_init) { t_skip_init = dtype; }
+SkipInitGuard::~SkipInitGuard() { t_skip_init = prev_; }
+std::optional<torch::ScalarType> skip_init_dtype() { return t_skip_init; }
+
 // ---- the layer -----------------------------------------------------------------------------------
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
+  if (auto dt = skip_init_dtype()) {  // Model::load: the checkpoint provides every value
+    weight = register_parameter("weight", torch::empty({out, in}, torch::TensorOptions().dtype(*dt)));
+    if (with_bias) bias = register_parameter("bias", torch::empty({out}, torch::TensorOptions().dtype(*dt)));
+    return;
+  }
   // torch::nn::Linear's initialisation (Kaiming-uniform, a = sqrt(5)); checkpoints overwrite it
   weight = register_parameter("weight", torch::empty({out, in}));
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
@@ -262,8 +279,14 @@ void LinearImpl::merge_lora() {
 void LinearImpl::quantize_nf4(bool double_quant, int64_t block) {
   TORCH_CHECK(!is_quantized(), "quantize_nf4: already quantised");
   nf4_ = models::quantize_nf4(weight, block, double_quant);
+  const void* dense = weight.data_ptr();
+  const size_t dense_bytes = weight.nbytes();
+  const bool cpu = weight.device().is_cpu();
   parameters_.erase("weight");
   weight = torch::Tensor();
+  // a weight viewing a mapped checkpoint: its pages were read once and are not needed again
+  // (a no-op for an owned tensor, or when the storage and its mapping are already gone)
+  if (cpu) io::release_mapped_pages(dense, dense_bytes);
   register_buffer("weight_nf4", nf4_.codes);
   if (double_quant) {
     register_buffer("weight_absmax_q", nf4_.absmax_q);
