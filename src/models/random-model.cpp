@@ -2,6 +2,8 @@
 // modules' own initialisers (Linear: Kaiming-uniform; norms: ones), scaled embeddings N(0, 0.02).
 #include "unime/random-model.h"
 
+#include <malloc.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -207,6 +209,7 @@ void write_random_model(const std::string& preset_or_config, const std::string& 
   auto value = [&](const std::string& name, const std::vector<int64_t>& shape) -> const void* {
     torch::NoGradGuard ng;
     current = torch::Tensor();
+    ::malloc_trim(0);  // the last tensor's float32 draw: give it back (the heap does not mmap)
     auto v = whole ? initialised.at(name).detach() : random_values(name, shape, shapes, gen);
     current = v.to(dtype).contiguous();
     return current.data_ptr();
