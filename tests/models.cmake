@@ -10,3 +10,5 @@ unime_test(test-qwen2vl.cpp LABEL model TORCH)
 unime_test(test-vlm-train.cpp LABEL model)
 # Phi-3-V: Phi-3 decoder (fused projections, su rope switch), HD image embedding, processor, embed e2e, vision LoRA.
 unime_test(test-phi3v.cpp LABEL model TORCH)
+# Model::load maps bf16 weights without a copy (copy-on-write), f32 converts; streamed + sharded random checkpoints.
+unime_test(test-model-load.cpp LABEL model TORCH)

@@ -468,6 +468,22 @@ TEST(Nf4, MatchesScalarReference) {
   EXPECT_NEAR(models::nf4_levels()[hi] * q.absmax[0].item<float>(), deq.view({-1})[0].item<float>(), 1e-7);
 }
 
+// A weight larger than quantize_nf4's chunk (2^20 values) with a partial last block: the same
+// codes as the scalar reference across chunk boundaries.
+TEST(Nf4, LargeWeightQuantisedInChunks) {
+  torch::manual_seed(5);
+  auto w = torch::randn({1031, 1029});  // 1,060,899 values: 16,577 blocks, the last one partial
+  auto q = models::quantize_nf4(w, 64, false);
+  EXPECT_EQ(q.absmax.numel(), 16577);
+  auto deq = models::dequantize_nf4(q).view({-1});
+  std::vector<float> x(w.data_ptr<float>(), w.data_ptr<float>() + w.numel());
+  auto ref = nf4_reference(x, 64);
+  const float* d = deq.data_ptr<float>();
+  int64_t mismatches = 0;
+  for (int64_t i = 0; i < w.numel(); ++i) mismatches += d[i] != ref[i];
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(Nf4, DoubleQuantisation) {
   const auto& map = models::dynamic_map_8bit();
   ASSERT_EQ(map.size(), 256u);

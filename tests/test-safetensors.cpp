@@ -439,3 +439,44 @@ TEST(Safetensors, DtypeNames) {
   EXPECT_EQ(shape_str({}), "[]");
   EXPECT_EQ(shape_str({2, 3}), "[2, 3]");
 }
+
+// The streamed writer (random 7B checkpoints) writes the same bytes as the in-memory one, asking
+// for each tensor once, in file order; the reader's mapping is copy-on-write and its pages can be
+// dropped from the resident set without changing what a tensor reads.
+TEST(Safetensors, StreamedWriterAndMappedPages) {
+  TempDir d;
+  std::vector<float> big(40000), small(3, 2.5f);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i) * 0.5f;
+  std::vector<uint16_t> half(5, 7);
+  const std::vector<TensorToWrite> t = {{"z.small", DType::F32, {3}, small.data()},
+                                        {"a.big", DType::F32, {200, 200}, big.data()},
+                                        {"m.half", DType::BF16, {5}, half.data()}};
+  write_safetensors(d / "plain.safetensors", t, {{"format", "pt"}});
+  std::vector<size_t> asked;
+  write_safetensors_streamed(d / "streamed.safetensors", t, {{"format", "pt"}}, [&](size_t i) {
+    asked.push_back(i);
+    return t[i].data;
+  });
+  EXPECT_EQ(unime::test::read_text(d / "plain.safetensors"), unime::test::read_text(d / "streamed.safetensors"));
+  EXPECT_EQ(asked, (std::vector<size_t>{1, 0, 2}));  // f32 by name, then bf16: the file's order
+
+  auto ck = Checkpoint::open(d / "streamed.safetensors");
+  const TensorInfo& b = ck.get("a.big");
+  ASSERT_TRUE(b.owner);  // keeps the mapping alive for tensors that view it
+  float first = 0, last = 0;
+  std::memcpy(&last, b.data + b.nbytes - 4, 4);
+  EXPECT_EQ(last, big.back());
+  EXPECT_GT(release_mapped_pages(b.data, b.nbytes), 0u);  // 160 kB hold whole pages
+  std::memcpy(&first, b.data, 4);
+  std::memcpy(&last, b.data + b.nbytes - 4, 4);  // read back from the file after the release
+  EXPECT_EQ(first, 0.0f);
+  EXPECT_EQ(last, big.back());
+  EXPECT_EQ(release_mapped_pages(big.data(), 4 * big.size()), 0u);  // not a mapping of ours
+  // copy-on-write: a write through the mapping stays in this process
+  auto* w = const_cast<uint8_t*>(b.data);
+  const float one = 1.0f;
+  std::memcpy(w, &one, 4);
+  std::memcpy(&first, b.data, 4);
+  EXPECT_EQ(first, 1.0f);
+  EXPECT_EQ(unime::test::read_text(d / "plain.safetensors"), unime::test::read_text(d / "streamed.safetensors"));
+}

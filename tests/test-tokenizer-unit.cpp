@@ -73,6 +73,33 @@ TEST(TokenizerUnit, HandWorkedIds) {
   EXPECT_FALSE(tok.is_special(1));
 }
 
+// transformers' LlamaTokenizerFast / GemmaTokenizerFast (update_post_processor in __init__) build
+// the post-processor from tokenizer_config.json's add_bos_token (default true) and add_eos_token
+// (default false), replacing tokenizer.json's; other classes keep tokenizer.json's. Phi-3 and
+// Phi-3.5-V's files (tokenizer_class LlamaTokenizer) are this case.
+TEST(TokenizerUnit, LlamaClassesFollowAddBosAddEos) {
+  auto cfg = [](const std::string& extra) {
+    return R"({"bos_token": "<s>", "eos_token": {"content": "<s><x>"}, "tokenizer_class": )" + extra + "}";
+  };
+  auto ids = [&](const std::string& config) { return Tokenizer::from_json(kTinyJson, config, "tiny").encode("abc"); };
+  EXPECT_EQ(ids(cfg(R"("LlamaTokenizer", "add_bos_token": false, "add_eos_token": false)")), (Ids{1, 5}));
+  EXPECT_EQ(ids(cfg(R"("LlamaTokenizerFast", "add_bos_token": true, "add_eos_token": true)")), (Ids{7, 1, 5, 8}));
+  EXPECT_EQ(ids(cfg(R"("GemmaTokenizer", "add_bos_token": false, "add_eos_token": true)")), (Ids{1, 5, 8}));
+  EXPECT_EQ(ids(cfg(R"("CodeLlamaTokenizer")")), (Ids{7, 1, 5}));                       // defaults: bos only
+  EXPECT_EQ(ids(cfg(R"("LlamaTokenizer", "add_bos_token": null)")), (Ids{1, 5}));        // None is falsy
+  EXPECT_EQ(ids(cfg(R"("PreTrainedTokenizerFast", "add_bos_token": false)")), (Ids{7, 1, 5}));  // tokenizer.json's
+  EXPECT_EQ(ids(R"({"add_bos_token": false})"), (Ids{7, 1, 5}));                          // no class: tokenizer.json's
+  const auto tok = Tokenizer::from_json(kTinyJson, cfg(R"("LlamaTokenizer", "add_bos_token": false)"), "tiny");
+  EXPECT_EQ(tok.encode("abc", /*add_special_tokens=*/false), (Ids{1, 5}));
+  EXPECT_EQ(tok.bos_id(), 7);  // still known, only not added
+  try {
+    Tokenizer::from_json(kTinyJson, R"({"tokenizer_class": "LlamaTokenizer", "add_eos_token": true, "bos_token": "<s>"})", "tiny");
+    FAIL() << "add_eos_token without an eos_token must be an error";
+  } catch (const unime::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("eos_token"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TokenizerUnit, InvalidUtf8IsAnError) {
   const auto tok = Tokenizer::from_json(kTinyJson, "", "tiny");
   for (const std::string bad : {std::string("\xFF"), std::string("ab\xC0\xAF"),

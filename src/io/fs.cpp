@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -112,27 +114,54 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 
 // ---- memory map -------------------------------------------------------------
 
-std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+namespace {
+// Live mappings (start -> size), for release_mapped_pages: a pointer is only madvised when it
+// lies inside one of ours.
+std::mutex g_maps_mu;
+std::map<uintptr_t, size_t> g_maps;
+}  // namespace
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, bool copy_on_write) {
   size_t size = 0;
   int fd = open_regular_for_read(path, &size);
   std::shared_ptr<MappedFile> m(new MappedFile());
   m->path_ = path;
   m->size_ = size;
   if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int prot = copy_on_write ? PROT_READ | PROT_WRITE : PROT_READ;
+    void* p = ::mmap(nullptr, size, prot, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       const std::string why = errno_text();
       ::close(fd);
       throw Error(str(path, ": mmap of ", size, " bytes failed: ", why));
     }
     m->data_ = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> lk(g_maps_mu);
+    g_maps[reinterpret_cast<uintptr_t>(p)] = size;
   }
   ::close(fd);  // the mapping stays valid after close
   return m;
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (!data_) return;
+  std::lock_guard<std::mutex> lk(g_maps_mu);
+  g_maps.erase(reinterpret_cast<uintptr_t>(data_));
+  ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+size_t release_mapped_pages(const void* p, size_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lk(g_maps_mu);
+  auto it = g_maps.upper_bound(a);
+  if (it == g_maps.begin()) return 0;
+  --it;  // the mapping starting at or before p
+  if (a + n > it->first + it->second) return 0;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (a + page - 1) / page * page, hi = (a + n) / page * page;  // whole pages only
+  if (hi <= lo) return 0;
+  if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) != 0) return 0;
+  return hi - lo;
 }
 
 // ---- paths ------------------------------------------------------------------

@@ -40,10 +40,13 @@ class AtomicFile {
   bool committed_ = false;
 };
 
-/// A whole file mapped read-only (MAP_PRIVATE). An empty file maps to data() == nullptr.
+/// A whole file mapped privately (MAP_PRIVATE). An empty file maps to data() == nullptr.
+/// Read-only by default; `copy_on_write` maps it PROT_READ|PROT_WRITE so that tensors viewing the
+/// mapping (model weights loaded without a copy) may be written in place (a LoRA merge): a
+/// written page becomes a private copy and the file never changes.
 class MappedFile {
  public:
-  static std::shared_ptr<MappedFile> open(const std::string& path);
+  static std::shared_ptr<MappedFile> open(const std::string& path, bool copy_on_write = false);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -58,6 +61,13 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
+
+/// Drops the whole pages of [p, p + n) that lie inside a live MappedFile from this process's
+/// resident set (madvise MADV_DONTNEED): unmodified pages come back from the file when touched
+/// again, copy-on-write pages written since are DISCARDED (and read back as the file's bytes).
+/// For weights consumed once (converted or quantised at load). A range outside every live mapping
+/// is left alone. Returns the bytes released.
+size_t release_mapped_pages(const void* p, size_t n);
 
 /// "a/b/c.txt" -> "a/b" ("." when there is no folder part).
 std::string parent_dir(const std::string& path);

@@ -247,10 +247,11 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t file_size
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   auto f = std::make_shared<SafetensorsFile>();
   f->path_ = path;
-  f->map_ = MappedFile::open(path);
+  f->map_ = MappedFile::open(path, /*copy_on_write=*/true);
   static const uint8_t kEmpty[1] = {0};
   const uint8_t* base = f->map_->data() ? f->map_->data() : kEmpty;
   f->header_ = parse_safetensors_header(base, f->map_->size(), path);
+  for (auto& [name, t] : f->header_.tensors) t.owner = f->map_;
   return f;
 }
 
@@ -413,13 +414,21 @@ std::vector<std::string> Checkpoint::names() const {
 
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  write_safetensors_streamed(path, tensors, metadata, [&](size_t i) { return tensors[i].data; });
+}
+
+void write_safetensors_streamed(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                const std::map<std::string, std::string>& metadata,
+                                const std::function<const void*(size_t)>& produce) {
   struct Item {
+    size_t index;
     const TensorToWrite* t;
     size_t nbytes;
   };
   std::vector<Item> items;
   std::set<std::string> names;
-  for (const auto& t : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
     UNIME_CHECK(t.name != "__metadata__", path, ": '__metadata__' cannot be a tensor name");
     UNIME_CHECK(names.insert(t.name).second, path, ": tensor '", t.name, "' given twice");
     size_t n = dtype_size(t.dtype);
@@ -428,8 +437,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
       UNIME_CHECK(!__builtin_mul_overflow(n, static_cast<size_t>(d), &n), path, ": tensor '",
                   t.name, "' shape ", shape_str(t.shape), " overflows");
     }
-    UNIME_CHECK(n == 0 || t.data != nullptr, path, ": tensor '", t.name, "' has no data");
-    items.push_back({&t, n});
+    items.push_back({i, &t, n});
   }
   // widest element first, then by name: each tensor starts aligned to its element size
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
@@ -454,7 +462,12 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   AtomicFile f(path);
   f.write(len, 8);
   f.write(header);
-  for (const auto& it : items) f.write(it.t->data, it.nbytes);
+  for (const auto& it : items) {
+    if (it.nbytes == 0) continue;
+    const void* data = produce(it.index);
+    UNIME_CHECK(data != nullptr, path, ": tensor '", it.t->name, "' has no data");
+    f.write(data, it.nbytes);
+  }
   f.commit();
 }
 

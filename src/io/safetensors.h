@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -61,6 +62,10 @@ struct TensorInfo {
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
   std::string file;  // the .safetensors path it came from (for error messages)
+  /// Keeps the mapping behind `data` alive (set by SafetensorsFile::open; null for headers parsed
+  /// from the caller's memory): hold a copy to use `data` after the file object is gone, e.g. a
+  /// model weight that views the file instead of copying it.
+  std::shared_ptr<const void> owner;
 
   int64_t numel() const;
 };
@@ -81,7 +86,8 @@ constexpr size_t kSafetensorsMaxHeader = 100'000'000;
 SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t file_size,
                                            const std::string& path);
 
-/// One .safetensors file, mmap'd read-only; the header fully validated on open.
+/// One .safetensors file, mmap'd copy-on-write (MappedFile: writes through a tensor that views it
+/// change only this process's copy); the header fully validated on open.
 class SafetensorsFile {
  public:
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
@@ -138,5 +144,11 @@ struct TensorToWrite {
 /// descending, name) so that each one is aligned to its element size.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+/// As write_safetensors for files larger than memory: the `data` pointers of `tensors` are
+/// ignored; each tensor's bytes come from `produce(i)` (i indexes `tensors`), called once per
+/// tensor in file order, and must stay valid until the next call.
+void write_safetensors_streamed(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                const std::map<std::string, std::string>& metadata,
+                                const std::function<const void*(size_t)>& produce);
 
 }  // namespace unime::io

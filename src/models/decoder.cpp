@@ -8,7 +8,10 @@
 namespace unime::models {
 
 DecoderImpl::DecoderImpl(const io::DecoderConfig& c) : cfg_(c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  auto eo = torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size);
+  if (auto dt = skip_init_dtype())  // Model::load: uninitialised, the checkpoint fills it (linear.h)
+    eo._weight(torch::empty({c.vocab_size, c.hidden_size}, torch::TensorOptions().dtype(*dt)));
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(eo));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace unime::models {
@@ -56,6 +57,26 @@ constexpr int64_t kNf4DoubleQuantBlock = 256;  ///< bitsandbytes' blocksize for 
 Nf4Tensor quantize_nf4(const torch::Tensor& w, int64_t block = kNf4Block, bool double_quant = false);
 /// The dense tensor (shape q.shape, dtype q.dtype).
 torch::Tensor dequantize_nf4(const Nf4Tensor& q);
+
+// ---- construction without initialisation ------------------------------------------------------
+
+/// While one is alive on this thread, Linear layers and the decoder's token embedding are built
+/// with UNINITIALISED storage in `dtype` (torch::empty: no page is touched) instead of random
+/// values in float32. Model::load uses it: every such weight is then replaced by the checkpoint's
+/// tensor, and initialising a 7B model in f32 first would take 28 GB and a minute of random
+/// numbers (the idea of transformers' `init_empty_weights` / torch.nn.utils.skip_init).
+class SkipInitGuard {
+ public:
+  explicit SkipInitGuard(torch::ScalarType dtype);
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+
+ private:
+  std::optional<torch::ScalarType> prev_;
+};
+/// The dtype of the innermost live SkipInitGuard on this thread, or nullopt.
+std::optional<torch::ScalarType> skip_init_dtype();
 
 // ---- the layer ---------------------------------------------------------------------------------
 
@@ -103,7 +124,9 @@ class LinearImpl : public torch::nn::Module {
   // ---- NF4 base storage ----
   /// Replaces the dense weight by NF4 storage (registered as buffers weight_nf4, weight_absmax or
   /// weight_absmax_q + weight_absmax2, so that module->to(device) moves them). The weight
-  /// parameter is unregistered and freed; the base becomes frozen by construction.
+  /// parameter is unregistered and freed; the base becomes frozen by construction. A weight that
+  /// viewed a mapped checkpoint (Model::load without a copy) has its pages dropped from the
+  /// resident set, so quantising at load never holds the dense model in memory.
   void quantize_nf4(bool double_quant = false, int64_t block = kNf4Block);
   bool is_quantized() const { return nf4_.codes.defined(); }
   const Nf4Tensor& nf4() const { return nf4_; }

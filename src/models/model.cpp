@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/fs.h"
 #include "io/safetensors.h"
 #include "unime/runtime.h"
 #include "vision/llava-next-processor.h"
@@ -161,7 +162,11 @@ static torch::ScalarType torch_dtype_of(io::DType d, const std::string& where) {
   throw Error(str(where, ": unsupported dtype"));
 }
 
-/// Copies checkpoint tensor `key` into `dst` (converting dtype), checking the shape.
+/// Points parameter `dst` at checkpoint tensor `key`, checking the shape. When the checkpoint
+/// already holds `dst`'s dtype (and the data is aligned to it), `dst` becomes a view of the mapped
+/// file: no copy, pages read on first use and shared with the page cache, the mapping kept alive
+/// by the tensor (written pages are private copies; io::MappedFile). Otherwise the values are
+/// converted into a new tensor and the file pages read for it are dropped again.
 static void load_into(const io::Checkpoint& ck, const std::string& key, torch::Tensor dst,
                       const std::string& hint) {
   const io::TensorInfo& t = ck.get(key);  // missing -> Error with nearest keys
@@ -172,15 +177,30 @@ static void load_into(const io::Checkpoint& ck, const std::string& key, torch::T
   const auto st = torch_dtype_of(t.dtype, t.file);
   TORCH_CHECK(st == torch::kFloat32 || st == torch::kFloat16 || st == torch::kBFloat16 || st == torch::kFloat64,
               "");
-  auto src = torch::from_blob(const_cast<uint8_t*>(t.data), want, torch::TensorOptions().dtype(st));
+  auto* data = const_cast<uint8_t*>(t.data);
   torch::NoGradGuard ng;
-  dst.copy_(src);
+  const auto elem = static_cast<uintptr_t>(c10::elementSize(st));
+  if (st == dst.scalar_type() && dst.device().is_cpu() && t.owner && t.nbytes > 0 &&
+      reinterpret_cast<uintptr_t>(data) % elem == 0) {
+    std::shared_ptr<const void> owner = t.owner;
+    dst.set_data(torch::from_blob(data, want, [owner](void*) {}, torch::TensorOptions().dtype(st)));
+    return;
+  }
+  auto src = torch::from_blob(data, want, torch::TensorOptions().dtype(st));
+  auto own = torch::empty(want, dst.options());
+  own.copy_(src);
+  dst.set_data(own);
+  io::release_mapped_pages(t.data, t.nbytes);
 }
 
 std::shared_ptr<Model> Model::load(const std::string& dir, torch::ScalarType dtype) {
   io::ModelConfig cfg = io::load_model_config(dir);
   io::Checkpoint ck = io::Checkpoint::open(dir);
-  auto m = std::make_shared<Model>(cfg, dtype);
+  std::shared_ptr<Model> m;
+  {
+    SkipInitGuard skip(dtype);  // no random init: every weight comes from the checkpoint below
+    m = std::make_shared<Model>(cfg, dtype);
+  }
   if (cfg.is_llava_family() && !ck.has("model.language_model.embed_tokens.weight") &&
       ck.has("language_model.model.embed_tokens.weight")) {
     // checkpoints saved before transformers 4.52

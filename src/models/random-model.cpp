@@ -2,7 +2,12 @@
 // modules' own initialisers (Linear: Kaiming-uniform; norms: ones), scaled embeddings N(0, 0.02).
 #include "unime/random-model.h"
 
+#include <malloc.h>
+
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -103,34 +108,164 @@ std::vector<std::string> random_model_presets() {
 
 std::string random_model_config(const std::string& name) { return preset(name).dump(2); }
 
+namespace {
+
+/// A parameter's random values in float32, drawn from `gen`, for checkpoints too large to build
+/// whole in memory (the in-memory path uses the modules' own initialisers). The same scales:
+/// token embeddings N(0, 0.02); norms ones / zeros; matrices and convolutions U(+-1/sqrt(fan_in))
+/// (Kaiming-uniform with a = sqrt(5)), biases likewise with the weight's fan_in; other vectors
+/// N(0, 0.02).
+torch::Tensor random_values(const std::string& name, const std::vector<int64_t>& shape,
+                            const std::map<std::string, std::vector<int64_t>>& shapes,
+                            at::Generator& gen) {
+  torch::NoGradGuard ng;
+  auto t = torch::empty(shape, torch::kFloat32);
+  const auto dot = name.rfind('.');
+  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  const std::string owner = dot == std::string::npos ? "" : name.substr(0, dot);
+  const auto odot = owner.rfind('.');
+  const std::string module = odot == std::string::npos ? owner : owner.substr(odot + 1);
+  const bool norm = module.find("norm") != std::string::npos || module.rfind("ln_", 0) == 0;
+  auto fan_in = [](const std::vector<int64_t>& s) {
+    int64_t f = 1;
+    for (size_t i = 1; i < s.size(); ++i) f *= s[i];
+    return f;
+  };
+  if (module == "embed_tokens" || module == "wte") return t.normal_(0.0, 0.02, gen);
+  if (norm) return leaf == "bias" ? t.zero_() : t.fill_(1.0);
+  if (shape.size() >= 2) {
+    const double b = 1.0 / std::sqrt(static_cast<double>(fan_in(shape)));
+    return t.uniform_(-b, b, gen);
+  }
+  if (leaf == "bias")
+    if (auto w = shapes.find(owner + ".weight"); w != shapes.end() && w->second.size() >= 2) {
+      const double b = 1.0 / std::sqrt(static_cast<double>(fan_in(w->second)));
+      return t.uniform_(-b, b, gen);
+    }
+  return t.normal_(0.0, 0.02, gen);
+}
+
+constexpr int64_t kInMemoryLimit = int64_t(1) << 30;  ///< f32 bytes above which values stream
+
+}  // namespace
+
 void write_random_model(const std::string& preset_or_config, const std::string& out_dir,
                         const std::string& dtype_name, uint64_t seed) {
+  RandomModelOptions o;
+  o.dtype = dtype_name;
+  o.seed = seed;
+  write_random_model(preset_or_config, out_dir, o);
+}
+
+void write_random_model(const std::string& preset_or_config, const std::string& out_dir,
+                        const RandomModelOptions& o) {
   std::string cfg_text;
-  if (fs::is_regular_file(preset_or_config)) cfg_text = io::read_file(preset_or_config);
-  else cfg_text = preset(preset_or_config).dump(2);
-  const io::ModelConfig cfg = io::parse_model_config(cfg_text, preset_or_config);
-  const auto dtype = models::parse_dtype(dtype_name);
-  torch::manual_seed(seed);
-  models::Model m(cfg, torch::kFloat32);
-  {
-    torch::NoGradGuard ng;
-    if (m.decoder_) m.decoder_->embed_tokens->weight.normal_(0.0, 0.02);
+  fs::path cfg_dir;  // a preset folder: its other *.json files are copied beside the weights
+  if (fs::is_directory(preset_or_config)) {
+    cfg_dir = preset_or_config;
+    const fs::path cj = cfg_dir / "config.json";
+    UNIME_CHECK(fs::is_regular_file(cj), preset_or_config, ": a preset folder must hold config.json");
+    cfg_text = io::read_file(cj.string());
+  } else if (fs::is_regular_file(preset_or_config)) {
+    cfg_text = io::read_file(preset_or_config);
+  } else {
+    cfg_text = preset(preset_or_config).dump(2);
   }
-  fs::create_directories(out_dir);
-  std::vector<torch::Tensor> keep;
-  std::vector<io::TensorToWrite> tensors;
+  const io::ModelConfig cfg = io::parse_model_config(cfg_text, preset_or_config);
+  const auto dtype = models::parse_dtype(o.dtype);
+  UNIME_CHECK(o.max_shard_bytes > 0, "random-model: the shard size must be positive");
   const io::DType io_dtype = dtype == torch::kBFloat16 ? io::DType::BF16
                              : dtype == torch::kFloat16 ? io::DType::F16 : io::DType::F32;
-  for (auto& [name, p] : m.named_parameters()) {
-    keep.push_back(p.detach().to(dtype).contiguous());
-    tensors.push_back({name, io_dtype, std::vector<int64_t>(p.sizes().begin(), p.sizes().end()),
-                       keep.back().data_ptr()});
+
+  // the parameter list (names, shapes) from a model built without initialisation (no memory)
+  std::vector<std::pair<std::string, std::vector<int64_t>>> params;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  int64_t numel = 0;
+  {
+    models::SkipInitGuard skip(dtype);
+    models::Model skeleton(cfg, dtype);
+    for (auto& [name, p] : skeleton.named_parameters()) {
+      params.emplace_back(name, std::vector<int64_t>(p.sizes().begin(), p.sizes().end()));
+      shapes[name] = params.back().second;
+      numel += p.numel();
+    }
   }
-  io::write_safetensors((fs::path(out_dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  const bool stream = o.stream || numel * 4 > kInMemoryLimit;
+
+  // values: small models from the modules' own initialisers (the files earlier versions wrote,
+  // bit for bit); large ones one tensor at a time, so memory stays at the largest tensor
+  std::unique_ptr<models::Model> whole;
+  at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  if (!stream) {
+    torch::manual_seed(o.seed);
+    whole = std::make_unique<models::Model>(cfg, torch::kFloat32);
+    torch::NoGradGuard ng;
+    if (whole->decoder_) whole->decoder_->embed_tokens->weight.normal_(0.0, 0.02);
+  }
+  std::map<std::string, torch::Tensor> initialised;
+  if (whole)
+    for (auto& [name, p] : whole->named_parameters()) initialised[name] = p;
+  torch::Tensor current;  // the tensor being written; alive until the next one is produced
+  auto value = [&](const std::string& name, const std::vector<int64_t>& shape) -> const void* {
+    torch::NoGradGuard ng;
+    current = torch::Tensor();
+    ::malloc_trim(0);  // the last tensor's float32 draw: give it back (the heap does not mmap)
+    auto v = whole ? initialised.at(name).detach() : random_values(name, shape, shapes, gen);
+    current = v.to(dtype).contiguous();
+    return current.data_ptr();
+  };
+
+  // shards as transformers' save_pretrained: in state-dict order, a new file when the next tensor
+  // would pass max_shard_bytes; one file needs no index
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t shard_bytes = 0, total_bytes = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    int64_t n = static_cast<int64_t>(io::dtype_size(io_dtype));
+    for (int64_t d : params[i].second) n *= d;
+    if (!shards.back().empty() && shard_bytes + n > o.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(i);
+    shard_bytes += n;
+    total_bytes += n;
+  }
+  fs::create_directories(out_dir);
+  for (const auto& e : fs::directory_iterator(out_dir)) {  // a rerun with another shard count
+    const std::string f = e.path().filename().string();
+    if (f.rfind("model", 0) == 0 && f.find(".safetensors") != std::string::npos) fs::remove(e.path());
+  }
+  json weight_map = json::object();
+  for (size_t k = 0; k < shards.size(); ++k) {
+    char fname[64];
+    std::snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", k + 1, shards.size());
+    const std::string file = shards.size() == 1 ? "model.safetensors" : fname;
+    std::vector<io::TensorToWrite> tensors;
+    for (size_t i : shards[k]) {
+      tensors.push_back({params[i].first, io_dtype, params[i].second, nullptr});
+      weight_map[params[i].first] = file;
+    }
+    io::write_safetensors_streamed((fs::path(out_dir) / file).string(), tensors, {{"format", "pt"}},
+                                   [&](size_t i) { return value(tensors[i].name, tensors[i].shape); });
+    current = torch::Tensor();
+  }
+  if (shards.size() > 1) {
+    json idx{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+    io::write_file_atomic((fs::path(out_dir) / "model.safetensors.index.json").string(), idx.dump(2) + "\n");
+  }
+
   json j = json::parse(cfg_text);
   j["torch_dtype"] = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
   io::write_file_atomic((fs::path(out_dir) / "config.json").string(), j.dump(2) + "\n");
-  if (cfg.vision) {
+  bool have_preprocessor = false;
+  if (!cfg_dir.empty())
+    for (const auto& e : fs::directory_iterator(cfg_dir)) {
+      const std::string f = e.path().filename().string();
+      if (!e.is_regular_file() || f == "config.json" || f.size() < 5 || f.substr(f.size() - 5) != ".json") continue;
+      fs::copy_file(e.path(), fs::path(out_dir) / f, fs::copy_options::overwrite_existing);
+      have_preprocessor |= f == "preprocessor_config.json";
+    }
+  if (cfg.vision && !have_preprocessor) {
     const int64_t S = cfg.vision->image_size;
     io::write_file_atomic((fs::path(out_dir) / "preprocessor_config.json").string(), clip_preprocessor_config(static_cast<int>(S)));
   }

@@ -468,22 +468,57 @@ Tokenizer Tokenizer::build(std::string_view tokenizer_json,
     const std::string corigin = origin + " (tokenizer_config.json)";
     const json c = parse_json(tokenizer_config_json, corigin);
     UNIME_CHECK(c.is_object(), corigin, ": expected a JSON object");
-    auto resolve = [&](const char* key) -> std::optional<int32_t> {
+    auto token_name = [&](const char* key) -> std::optional<std::string> {
       auto it = c.find(key);
       if (it == c.end() || it->is_null()) return std::nullopt;
-      std::string name;
-      if (it->is_string())
-        name = it->get<std::string>();
-      else if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-        name = (*it)["content"].get<std::string>();
-      else
-        throw Error(str(corigin, ": '", key, "' must be a string or {\"content\": ...}, got ",
-                        it->dump()));
-      return impl->token_to_id(name);
+      if (it->is_string()) return it->get<std::string>();
+      if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+        return (*it)["content"].get<std::string>();
+      throw Error(str(corigin, ": '", key, "' must be a string or {\"content\": ...}, got ",
+                      it->dump()));
+    };
+    auto resolve = [&](const char* key) -> std::optional<int32_t> {
+      auto name = token_name(key);
+      return name ? impl->token_to_id(*name) : std::nullopt;
     };
     impl->bos = resolve("bos_token");
     impl->eos = resolve("eos_token");
     impl->pad = resolve("pad_token");
+
+    // transformers' LlamaTokenizerFast, CodeLlamaTokenizerFast and GemmaTokenizerFast replace
+    // tokenizer.json's post-processor in __init__ (update_post_processor) by a TemplateProcessing
+    // built from add_bos_token (default true) and add_eos_token (default false); null counts as
+    // false, as Python's truthiness does. Phi-3 / Phi-3.5-V use tokenizer_class LlamaTokenizer
+    // (Phi-3-mini-4k-instruct sets add_bos_token false): transformers follows the config, not
+    // tokenizer.json, and Phi3VProcessor tokenizes each prompt chunk with it.
+    std::string cls;
+    if (auto it = c.find("tokenizer_class"); it != c.end() && it->is_string()) cls = it->get<std::string>();
+    if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
+    if (cls == "LlamaTokenizer" || cls == "CodeLlamaTokenizer" || cls == "GemmaTokenizer") {
+      auto truthy = [&](const char* key, bool def) {
+        auto it = c.find(key);
+        if (it == c.end()) return def;
+        if (it->is_null()) return false;
+        UNIME_CHECK(it->is_boolean(), corigin, ": '", key, "' must be true, false or null, got ", it->dump());
+        return it->get<bool>();
+      };
+      const bool add_bos = truthy("add_bos_token", true), add_eos = truthy("add_eos_token", false);
+      json single = json::array(), specials = json::object();
+      auto special = [&](const char* key, const char* flag_name) {
+        const auto name = token_name(key);
+        UNIME_CHECK(name, corigin, ": ", flag_name, " is true but '", key, "' is not set");
+        const auto id = impl->token_to_id(*name);
+        UNIME_CHECK(id, corigin, ": ", key, " '", *name, "' is not in the vocabulary");
+        single.push_back({{"SpecialToken", {{"id", *name}, {"type_id", 0}}}});
+        specials[*name] = {{"id", *name}, {"ids", {*id}}, {"tokens", {*name}}};
+      };
+      if (add_bos) special("bos_token", "add_bos_token");
+      single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+      if (add_eos) special("eos_token", "add_eos_token");
+      const json post{{"type", "TemplateProcessing"}, {"single", single}, {"pair", json::array()},
+                      {"special_tokens", specials}};
+      impl->post = detail::make_post_processor(post, corigin + ": post-processor from add_bos_token / add_eos_token");
+    }
   }
   return Tokenizer(std::move(impl));
 }
