@@ -45,6 +45,19 @@ ImageSpec whole(const Scene& s) {
   return im;
 }
 
+}  // namespace
+
+ImageSpec object_crop(const Scene& s, int object) {
+  ImageSpec im;
+  im.scene = s;
+  im.is_crop = true;
+  im.box = s.objects[object];
+  im.object = object;
+  return im;
+}
+
+namespace {
+
 Target image_target(const Scene& s) {
   Target t;
   t.text = kTgtImage;
@@ -55,12 +68,7 @@ Target image_target(const Scene& s) {
 Target crop_target(const Scene& s, int object) {
   Target t;
   t.text = kTgtCrop;
-  ImageSpec im;
-  im.scene = s;
-  im.is_crop = true;
-  im.box = s.objects[object];
-  im.object = object;
-  t.image = im;
+  t.image = object_crop(s, object);
   return t;
 }
 

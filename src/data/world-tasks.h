@@ -29,6 +29,9 @@ struct ImageSpec {
   int object = -1;  // index of the cropped object in scene.objects, -1 = empty-cell crop
 };
 
+/// The crop around object `object` of `s`.
+ImageSpec object_crop(const Scene& s, int object);
+
 struct Target {
   std::string text;                  // label / answer / caption, or the image instruction
   std::optional<ImageSpec> image;    // image candidates

@@ -246,13 +246,9 @@ class WorldWriter {
         Rng cr = stream(cfg_.seed, "pretrain-crop", i);
         const int j = cr.below(static_cast<int>(s.objects.size()));
         const Object& o = s.objects[j];
-        ImageSpec im = whole_image(s);
-        im.is_crop = true;
-        im.box = o;
-        im.object = j;
         const std::string text = std::string("a cropped image of a ") + kSizeNames[o.size] + " " +
                                  combo_name(o.colour, o.shape) + ".";
-        captions.add(json{{"image", images_.emit(im, "images/pretrain/" + padded(i) + "-crop.png", "pretrain")},
+        captions.add(json{{"image", images_.emit(object_crop(s, j), "images/pretrain/" + padded(i) + "-crop.png", "pretrain")},
                           {"text", text}});
         corpus_.add(text);
       }

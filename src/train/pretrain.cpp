@@ -99,18 +99,7 @@ VisionLabels read_vision_labels(const std::string& path) {
     };
     Row row{(base / text(r, "image")).string(), text(r, "tone"), text(r, "texture"), {}, false};
     UNIME_CHECK(r.contains("objects") && r["objects"].is_array(), where, ": expected an 'objects' list");
-    // an object crop (crop_object = its index, -1 for an empty cell) shows that object on the centre cell
-    int64_t crop = -2;
-    if (r.contains("crop_object")) {
-      UNIME_CHECK(r["crop_object"].is_number_integer() && r["crop_object"].get<int64_t>() >= -1 &&
-                      r["crop_object"].get<int64_t>() < static_cast<int64_t>(r["objects"].size()),
-                  where, ": 'crop_object' must be -1 or an index into 'objects'");
-      crop = r["crop_object"].get<int64_t>();
-      row.crop = true;
-    }
-    int64_t k = -1;
-    for (const auto& o : r["objects"]) {
-      if (crop != -2 && ++k != crop) continue;
+    auto add = [&](const json& o) {
       UNIME_CHECK(o.is_object() && o.contains("row") && o["row"].is_number_integer() && o.contains("col") &&
                       o["col"].is_number_integer() && o["row"].get<int64_t>() >= 0 && o["col"].get<int64_t>() >= 0 &&
                       o["row"].get<int64_t>() < 16 && o["col"].get<int64_t>() < 16,
@@ -119,6 +108,16 @@ VisionLabels read_vision_labels(const std::string& path) {
       grid = std::max({grid, ob.row + 1, ob.col + 1});
       colours.insert(ob.colour), shapes.insert(ob.shape), sizes.insert(ob.size);
       row.objs.push_back(ob);
+    };
+    const json& objects = r["objects"];
+    if (r.contains("crop_object")) {  // an object crop shows that object (-1: none) on the centre cell
+      const json& c = r["crop_object"];
+      UNIME_CHECK(c.is_number_integer() && c.get<int64_t>() >= -1 && c.get<int64_t>() < static_cast<int64_t>(objects.size()),
+                  where, ": 'crop_object' must be -1 or an index into 'objects'");
+      row.crop = true;
+      if (c.get<int64_t>() >= 0) add(objects[c.get<size_t>()]);
+    } else {
+      for (const auto& o : objects) add(o);
     }
     tones.insert(row.tone), textures.insert(row.texture);
     rows.push_back(std::move(row));
@@ -152,35 +151,23 @@ VisionLabels read_vision_labels(const std::string& path) {
 void vision_warmup(models::Model& model, const PretrainOptions& o, const std::vector<torch::Tensor>& pixels,
                    const std::map<std::string, int64_t>& image_index, PretrainResult& res) {
   const VisionLabels L = read_vision_labels(o.vision_labels);
-  std::vector<int64_t> images;            // pixel-table rows with labels
-  std::vector<std::vector<int64_t>> targets;
+  // pixel-table rows with labels and their targets; every 8th labelled image (at most 256) is held
+  // out: the accuracy is measured on images the warm-up never trained on
+  struct Set {
+    std::vector<int64_t> images;
+    std::vector<std::vector<int64_t>> targets;
+  } train_set, held_set;
+  int64_t labelled = 0;
   for (const auto& [path, i] : image_index) {
     auto it = L.by_image.find(path);
     if (it == L.by_image.end()) continue;
-    images.push_back(i);
-    targets.push_back(it->second);
+    Set& to = (labelled++ % 8 == 7 && held_set.images.size() < 256) ? held_set : train_set;
+    to.images.push_back(i);
+    to.targets.push_back(it->second);
   }
-  // accuracy is measured on held-out images: every 8th labelled image (at most 256) is not trained on
-  std::vector<int64_t> held_images;
-  std::vector<std::vector<int64_t>> held_targets;
-  {
-    std::vector<int64_t> ti;
-    std::vector<std::vector<int64_t>> tt;
-    for (size_t i = 0; i < images.size(); ++i) {
-      if (i % 8 == 7 && held_images.size() < 256) {
-        held_images.push_back(images[i]);
-        held_targets.push_back(std::move(targets[i]));
-      } else {
-        ti.push_back(images[i]);
-        tt.push_back(std::move(targets[i]));
-      }
-    }
-    images = std::move(ti);
-    targets = std::move(tt);
-  }
-  UNIME_CHECK(static_cast<int64_t>(images.size()) >= o.vision_batch && !held_images.empty(), o.vision_labels,
-              ": labels for ", images.size() + held_images.size(),
-              " of the training images, too few for the vision batch ", o.vision_batch, " and a held-out set");
+  UNIME_CHECK(static_cast<int64_t>(train_set.images.size()) >= o.vision_batch && !held_set.images.empty(),
+              o.vision_labels, ": labels for ", labelled, " of the training images, too few for the vision batch ",
+              o.vision_batch, " and a held-out set");
   std::vector<torch::Tensor> params;
   for (auto& [name, p] : model.named_parameters())
     if (name.find("vision_tower.") != std::string::npos || name.find("multi_modal_projector.") != std::string::npos)
@@ -211,14 +198,12 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
   for (auto& [p, m] : model.modules()) m->train();
 
   // right/total: [colour, shape] counts on the occupied cells, or null
-  auto loss_of = [&](const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
-    const auto& im = right ? held_images : images;
-    const auto& ta = right ? held_targets : targets;
+  auto loss_of = [&](const Set& set, const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
     std::vector<torch::Tensor> px;
     std::vector<int64_t> tg;
     for (size_t b : batch) {
-      px.push_back(pixels[im[b]]);
-      tg.insert(tg.end(), ta[b].begin(), ta[b].end());
+      px.push_back(pixels[set.images[b]]);
+      tg.insert(tg.end(), set.targets[b].begin(), set.targets[b].end());
     }
     const int64_t B = static_cast<int64_t>(batch.size());
     auto feats = model.image_features(torch::stack(px));  // [B, F, D], patches row-major
@@ -247,7 +232,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
   };
 
   std::mt19937_64 rng(o.seed + 1);
-  std::vector<size_t> order(images.size());
+  std::vector<size_t> order(train_set.images.size());
   std::iota(order.begin(), order.end(), 0);
   size_t cursor = order.size();
   std::vector<double> losses;
@@ -263,7 +248,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
       }
       batch.push_back(order[cursor++]);
     }
-    auto loss = loss_of(batch, nullptr, nullptr);
+    auto loss = loss_of(train_set, batch, nullptr, nullptr);
     optim.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(params, 1.0);
@@ -280,9 +265,9 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
     torch::NoGradGuard ng;
     for (auto& [p, m] : model.modules()) m->eval();
     std::vector<size_t> batch;
-    for (size_t i = 0; i < held_images.size(); ++i) batch.push_back(i);
+    for (size_t i = 0; i < held_set.images.size(); ++i) batch.push_back(i);
     int64_t right[2] = {0, 0}, total[2] = {0, 0};
-    loss_of(batch, right, total);
+    loss_of(held_set, batch, right, total);
     res.vision_accuracy = static_cast<double>(right[0] + right[1]) / static_cast<double>(total[0] + total[1]);
     res.vision_colour_accuracy = static_cast<double>(right[0]) / static_cast<double>(total[0]);
     res.vision_shape_accuracy = static_cast<double>(right[1]) / static_cast<double>(total[1]);
