@@ -123,6 +123,9 @@ TEST(Pretrain, BadLabelFilesNameTheProblem) {
   expect_error("{\"image\": \"x.png\", \"tone\": \"grey\", \"texture\": \"plain\", \"objects\": "
                "[{\"shape\": \"star\", \"colour\": \"red\", \"size\": \"small\", \"row\": -1, \"col\": 0}]}\n",
                "'row' and 'col'");
+  expect_error("{\"image\": \"x.png\", \"tone\": \"grey\", \"texture\": \"plain\", \"crop_object\": 1, \"objects\": "
+               "[{\"shape\": \"star\", \"colour\": \"red\", \"size\": \"small\", \"row\": 0, \"col\": 0}]}\n",
+               "'crop_object' must be -1 or an index");
   // labels that cover none of the training images
   expect_error("{\"image\": \"x.png\", \"tone\": \"grey\", \"texture\": \"plain\", \"objects\": "
                "[{\"shape\": \"star\", \"colour\": \"red\", \"size\": \"small\", \"row\": 0, \"col\": 0}]}\n",
