@@ -5,7 +5,9 @@
 // 2. served: the same inputs as POST /v1/embeddings from --clients concurrent HTTP clients on
 //    loopback (each sends its requests one after another) to an in-process Server + Batcher with
 //    the same model options; every answer is checked (status, count, dim).
-// Prints throughput (inputs/s), request latency p50/p99, and served / offline throughput.
+// Prints throughput (inputs/s), request latency p50/p99, and served / offline throughput, and
+// where the CPU went: the load generator (client threads: JSON, HTTP, checking) shares the cores
+// with the server here, so its share is printed beside the server's CPU per input.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,6 +19,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <time.h>
 
 #include <httplib.h>
 
@@ -51,6 +56,19 @@ std::vector<std::string> make_texts(int n) {
     out.push_back(t);
   }
   return out;
+}
+
+// CPU seconds (user + system) of the whole process, and of the calling thread
+double process_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+double thread_cpu_s() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -108,8 +126,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "model: %s\n", emb->describe().c_str());
     emb->embed({inputs.begin(), inputs.begin() + std::min(n, bo.max_batch)});  // warm-up
     auto t0 = Clock::now();
+    double cpu0 = process_cpu_s();
     const std::vector<float> offline = emb->embed(inputs);
-    const double offline_s = seconds_since(t0);
+    const double offline_s = seconds_since(t0), offline_cpu = process_cpu_s() - cpu0;
     const int64_t D = emb->dim();
     emb.reset();
 
@@ -132,7 +151,9 @@ int main(int argc, char** argv) {
     std::atomic<int> failures{0};
     double max_diff = 0;
     std::mutex diff_mu;
+    double client_cpu = 0;
     t0 = Clock::now();
+    cpu0 = process_cpu_s();
     std::vector<std::thread> threads;
     for (int c = 0; c < clients; ++c) {
       threads.emplace_back([&, c] {
@@ -167,10 +188,11 @@ int main(int argc, char** argv) {
         }
         std::lock_guard<std::mutex> lock(diff_mu);
         max_diff = std::max(max_diff, local_diff);
+        client_cpu += thread_cpu_s();
       });
     }
     for (auto& t : threads) t.join();
-    const double served_s = seconds_since(t0);
+    const double served_s = seconds_since(t0), served_cpu = process_cpu_s() - cpu0;
     server.stop();
     listener.join();
     batcher.stop();
@@ -183,6 +205,10 @@ int main(int argc, char** argv) {
                 "latency p50 %.1f ms, p99 %.1f ms; failures %d; max |served - offline| %.2e\n",
                 clients, requests, ipr, served_s, srv_tput, clients * requests / served_s, 1e3 * percentile(all, 0.5),
                 1e3 * percentile(all, 0.99), failures.load(), max_diff);
+    std::printf("CPU: offline %.2f ms per input; served: server %.2f ms per input, load generator %.2f ms per "
+                "input (%.0f%% of the CPU used while serving)\n",
+                1e3 * offline_cpu / n, 1e3 * (served_cpu - client_cpu) / n, 1e3 * client_cpu / n,
+                100.0 * client_cpu / std::max(1e-9, served_cpu));
     std::printf("bench-serve: served/offline throughput = %.1f%% (target >= 80%%)\n", 100.0 * srv_tput / off_tput);
     return failures.load() == 0 ? 0 : 1;
   } catch (const std::exception& e) {

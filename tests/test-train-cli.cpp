@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "io/image.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "test-util.h"
+#include "train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace unime;
@@ -165,7 +167,53 @@ TEST_F(TrainCli, ClearErrors) {
   EXPECT_NE(r.output.find("--fn-margin"), std::string::npos) << r.output;
 }
 
+TEST_F(TrainCli, InterleavedBatchesErrors) {
+  // runs of 5 cannot make a batch of 16
+  auto r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() +
+                         " --interleave-batch-size 5 --steps 1 --output " + (*dir_ / "e4"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("--interleave-batch-size 5 must divide --batch-size 16"), std::string::npos) << r.output;
+  // the quick world has 12 rows per source: no source fills a run of 16
+  r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() +
+                    " --interleave-batch-size 16 --steps 1 --output " + (*dir_ / "e5"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("no source has --interleave-batch-size 16 rows"), std::string::npos) << r.output;
+}
+
 }  // namespace
+
+// --interleave-batch-size: every run of `chunk` rows comes from one source, every row at most
+// once per epoch, a source's incomplete run dropped; chunk 0 keeps the plain shuffle.
+TEST(TrainData, InterleavedBatchRows) {
+  std::vector<int64_t> source;
+  for (int s = 0; s < 3; ++s)
+    for (int i = 0; i < 10 + 3 * s; ++i) source.push_back(s);  // 10, 13, 16 rows: 2 + 3 + 4 runs of 4 -> 36 rows
+  std::vector<std::pair<int64_t, int64_t>> mixed;  // (batch, number of sources in it)
+  for (int64_t chunk : {4, 8}) {
+    const int64_t B = 8, per_epoch = (chunk == 4 ? 36 : 32) / B;
+    std::vector<int> seen(source.size(), 0);
+    for (int64_t step = 0; step < per_epoch; ++step) {
+      const auto rows = train::batch_rows(source, chunk, B, step, 7);
+      ASSERT_EQ(rows.size(), 8u);
+      for (int64_t r = 0; r < B; r += chunk)
+        for (int64_t k = 1; k < chunk; ++k) EXPECT_EQ(source[rows[r + k]], source[rows[r]]) << chunk << " " << step;
+      for (int64_t i : rows) ++seen[i];
+      EXPECT_EQ(rows, train::batch_rows(source, chunk, B, step, 7));  // deterministic
+    }
+    for (int v : seen) EXPECT_LE(v, 1);
+  }
+  // the next epoch reshuffles; chunk 0 mixes sources
+  EXPECT_NE(train::batch_rows(source, 4, 8, 0, 7), train::batch_rows(source, 4, 8, 4, 7));
+  int mixed_batches = 0;
+  for (int64_t step = 0; step < 4; ++step) {
+    const auto rows = train::batch_rows(source, 0, 8, step, 7);
+    std::set<int64_t> s;
+    for (int64_t i : rows) s.insert(source[i]);
+    mixed_batches += s.size() > 1;
+  }
+  EXPECT_GT(mixed_batches, 0);
+  EXPECT_THROW(train::batch_rows(source, 3, 8, 0, 7), std::exception);
+}
 
 TEST_F(TrainCli, LoraVisionAdaptsTheTower) {
   const std::string out = *dir_ / "vision";

@@ -149,6 +149,10 @@ void register_train(CLI::App& app) {
   instruct->add_option("--image-root", s->image_root, "folder image paths resolve against (default: the data's folder)");
   instruct->add_option("--hard-negatives", s->hard_negatives, "k hardest negatives per query (0 = all: in-batch InfoNCE)")->capture_default_str();
   instruct->add_option("--fn-margin", *s_margin, "false-negative filter margin beta, or 'none'")->capture_default_str();
+  instruct->add_option("--interleave-batch-size", s->interleave_batch_size,
+                       "batches made of runs of this many rows from one source (the rows' 'dataset' field; "
+                       "VLM2Vec's interleave_batch_size); 0 = rows sampled at random")
+      ->capture_default_str();
   instruct->add_option("--nproc", *nproc, "data parallel processes on this machine (torchrun-style env also works)");
   instruct->callback([s, s_margin, nproc]() {
     s->stage = "instruct";

@@ -55,6 +55,14 @@ class Embedder {
   /// [N * dim()] row-major float32, row i = inputs[i], each row L2-normalised.
   virtual std::vector<float> embed(const std::vector<EmbedInput>& inputs,
                                    const std::function<void(const EmbedProgress&)>& progress = {}) = 0;
+  /// embed() with each input's token_ids() already computed (ids[i] = token_ids(inputs[i])), so
+  /// a caller that needed them first (the server: usage and limits) does not tokenize twice.
+  virtual std::vector<float> embed_tokenized(const std::vector<EmbedInput>& inputs,
+                                             std::vector<std::vector<int64_t>> ids,
+                                             const std::function<void(const EmbedProgress&)>& progress = {}) {
+    (void)ids;
+    return embed(inputs, progress);
+  }
   virtual int64_t dim() const = 0;
   /// Token ids exactly as the model will see them (template, special tokens, image expansion).
   virtual std::vector<int64_t> token_ids(const EmbedInput& input) = 0;

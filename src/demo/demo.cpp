@@ -3,12 +3,23 @@
 // layout, PEFT adapters, the eval readers).
 #include "demo/demo.h"
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 #include <variant>
 
 #include "core/error.h"
@@ -96,10 +107,10 @@ Plan plan(const DemoOptions& o) {
     p.world.pretrain_scenes = 3000;
     p.world.nli_rows = 3000;
     p.world.train_per_source = 1000;
-    p.world.eval_queries = 40;
+    p.world.eval_queries = 100;
     p.world.candidates = 16;
     p.world.retrieval_images = 100;
-    p.world.sugarcrepe_items = 100;
+    p.world.sugarcrepe_items = 500;
     p.vision_steps = 800;
     p.pre_steps = 1000;
     p.s1_steps = 100;
@@ -193,6 +204,116 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 void say(const std::string& s) {
   std::fprintf(stderr, "demo: %s\n", s.c_str());
   std::fflush(stderr);
+}
+
+// ---- stage-2 arms side by side ------------------------------------------------------------------
+
+std::string num(double v) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+
+// The `unime train instruct` command line of a stage-2 training (what it sets of TrainOptions).
+std::vector<std::string> instruct_args(const train::TrainOptions& to) {
+  std::vector<std::string> a = {"train", "instruct", "--model", to.model, "--data", to.data,
+                                "--output", to.output, "--image-root", to.image_root,
+                                "--steps", std::to_string(to.steps), "--batch-size", std::to_string(to.batch_size),
+                                "--lr", num(to.lr), "--warmup-steps", std::to_string(to.warmup_steps),
+                                "--schedule", to.schedule, "--optimizer", to.optimizer,
+                                "--weight-decay", num(to.weight_decay), "--max-grad-norm", num(to.max_grad_norm),
+                                "--temperature", num(to.temperature),
+                                "--hard-negatives", std::to_string(to.hard_negatives),
+                                "--fn-margin", to.fn_margin ? num(*to.fn_margin) : std::string("none"),
+                                "--interleave-batch-size", std::to_string(to.interleave_batch_size),
+                                "--lora-r", std::to_string(to.lora.r), "--lora-alpha", num(to.lora.alpha),
+                                "--lora-dropout", num(to.lora.dropout),
+                                "--seed", std::to_string(to.seed), "--threads", std::to_string(to.threads),
+                                "--dtype", to.dtype, "--quiet"};
+  for (const auto& l : to.lora_in) {
+    a.push_back("--lora");
+    a.push_back(l);
+  }
+  if (to.lora.include_vision) a.push_back("--lora-vision");
+  if (!to.prompt_template.empty()) {
+    a.push_back("--template");
+    a.push_back(to.prompt_template);
+  }
+  return a;
+}
+
+std::string last_line(const fs::path& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  return last;
+}
+
+// Trains all jobs at once as `unime train instruct` child processes of this executable, `threads`
+// threads each, output in <job output>.log. On 2 cores two 1-thread trainings of the demo's tiny
+// model run side by side in the time one 2-thread training takes (matrices this small do not keep
+// 2 cores busy). A failing job stops the others and throws its last log line.
+void train_side_by_side(std::vector<train::TrainOptions> jobs, int threads) {
+  struct Running {
+    pid_t pid;
+    size_t job;
+    std::chrono::steady_clock::time_point t0;
+  };
+  std::vector<Running> running;
+  size_t next = 0;
+  std::string failure;
+  auto stop_all = [&] {
+    for (auto& r : running) kill(r.pid, SIGTERM);
+  };
+  while ((next < jobs.size() && failure.empty()) || !running.empty()) {
+    while (failure.empty() && next < jobs.size()) {
+      train::TrainOptions& to = jobs[next];
+      to.threads = threads;
+      fs::remove_all(to.output);
+      const std::string log = to.output + ".log";
+      std::vector<std::string> args = instruct_args(to);
+      args.insert(args.begin(), "unime");
+      std::vector<char*> av;
+      for (auto& x : args) av.push_back(x.data());
+      av.push_back(nullptr);
+      posix_spawn_file_actions_t fa;
+      posix_spawn_file_actions_init(&fa);
+      posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      posix_spawn_file_actions_adddup2(&fa, 1, 2);
+      pid_t pid = -1;
+      const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, av.data(), environ);
+      posix_spawn_file_actions_destroy(&fa);
+      if (rc != 0) {
+        failure = str("cannot start `unime train instruct` for ", to.output, " (", std::strerror(rc), ")");
+        stop_all();
+        break;
+      }
+      say(str("  started ", fs::path(to.output).filename().string(), " (", threads, threads == 1 ? " thread" : " threads",
+              "; log ", log, ")"));
+      running.push_back({pid, next++, std::chrono::steady_clock::now()});
+    }
+    if (running.empty()) break;
+    int st = 0;
+    const pid_t done = waitpid(-1, &st, 0);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      throw Error(str("demo: waitpid failed (", std::strerror(errno), ")"));
+    }
+    auto it = std::find_if(running.begin(), running.end(), [&](const Running& r) { return r.pid == done; });
+    if (it == running.end()) continue;
+    const train::TrainOptions& to = jobs[it->job];
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - it->t0).count();
+    running.erase(it);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+      say(str("  ", fs::path(to.output).filename().string(), " done in ", static_cast<int>(secs), " s"));
+    } else if (failure.empty()) {
+      failure = str("stage 2 training ", to.output, " failed: ", last_line(to.output + ".log"), " (log ",
+                    to.output, ".log)");
+      stop_all();
+    }
+  }
+  if (!failure.empty()) throw Error(failure);
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -441,9 +562,24 @@ int run_demo(const DemoOptions& o) {
     to.lora.include_vision = p.s2_lora_vision;
     return to;
   };
-  train_if_needed("stage2", stage2(0.1, 8, train_path));
-  train_if_needed("ablation-infonce", stage2(std::nullopt, 0, pairs_path));
-  if (p.ablation_nofilter) train_if_needed("ablation-nofilter", stage2(std::nullopt, 8, train_path));
+  {
+    std::vector<std::pair<std::string, train::TrainOptions>> arms = {
+        {"stage2", stage2(0.1, 8, train_path)}, {"ablation-infonce", stage2(std::nullopt, 0, pairs_path)}};
+    if (p.ablation_nofilter) arms.push_back({"ablation-nofilter", stage2(std::nullopt, 8, train_path)});
+    std::vector<train::TrainOptions> todo;
+    for (auto& [name, to] : arms) {
+      const fs::path dir = out / name;
+      if (!o.force && fs::exists(dir / "adapter_model.safetensors")) continue;
+      to.model = base.string();
+      to.output = dir.string();
+      to.seed = o.seed;
+      to.dtype = p.dtype;
+      todo.push_back(to);
+    }
+    // all arms at once, the cores shared out (three 1-thread arms on 2 cores still beat 2 + 1)
+    const int cores = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (!todo.empty()) train_side_by_side(todo, std::max(1, cores / static_cast<int>(todo.size())));
+  }
   timings["stage2"] = seconds_since(t);
 
   // 7. evaluation
@@ -458,7 +594,32 @@ int run_demo(const DemoOptions& o) {
       {"ablation-nofilter", "stage 2 without the false-negative filter", {s1, (out / "ablation-nofilter").string()}}};
   if (!p.ablation_nofilter) variants.pop_back();
   json results = json::object();
-  for (auto& v : variants) results[v.key] = evaluate(v, base.string(), world, nli, o.threads, p.dtype);
+  {
+    // the variants side by side on 1-thread workers (inference only: no RNG, no autograd), as
+    // stage 2's arms: this tiny model does not keep 2 threads busy
+    const int cores = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int workers = std::max(1, std::min(cores, static_cast<int>(variants.size())));
+    const int per = std::max(1, cores / workers);
+    std::vector<json> got(variants.size());
+    std::vector<std::string> errors(variants.size());
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> pool;
+    for (int w = 0; w < workers; ++w)
+      pool.emplace_back([&] {
+        for (size_t i; (i = next++) < variants.size();) {
+          try {
+            got[i] = evaluate(variants[i], base.string(), world, nli, per, p.dtype);
+          } catch (const std::exception& e) {
+            errors[i] = e.what();
+          }
+        }
+      });
+    for (auto& th : pool) th.join();
+    for (size_t i = 0; i < variants.size(); ++i) {
+      if (!errors[i].empty()) throw Error(str("evaluating ", variants[i].key, ": ", errors[i]));
+      results[variants[i].key] = std::move(got[i]);
+    }
+  }
   timings["eval"] = seconds_since(t);
   timings["total"] = seconds_since(t_all);
 

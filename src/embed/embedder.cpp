@@ -60,14 +60,21 @@ class EmbedderImpl final : public Embedder {
 
   std::vector<float> embed(const std::vector<EmbedInput>& inputs,
                            const std::function<void(const EmbedProgress&)>& progress) override {
+    // token ids for every input (cheap next to the forward pass)
+    std::vector<std::vector<int64_t>> ids(inputs.size());
+    if (enc_->model().config().text)
+      for (size_t i = 0; i < inputs.size(); ++i) ids[i] = enc_->token_ids(inputs[i]);
+    return embed_tokenized(inputs, std::move(ids), progress);
+  }
+
+  std::vector<float> embed_tokenized(const std::vector<EmbedInput>& inputs, std::vector<std::vector<int64_t>> ids,
+                                     const std::function<void(const EmbedProgress&)>& progress) override {
     c10::InferenceMode guard;
     const int64_t N = static_cast<int64_t>(inputs.size()), D = dim();
+    TORCH_CHECK(ids.size() == inputs.size(), "embed_tokenized: ", ids.size(), " id lists for ", N, " inputs");
     std::vector<float> out(static_cast<size_t>(N * D));
     const bool has_text = static_cast<bool>(enc_->model().config().text);
-    // token ids for every input (cheap), then sort by length so batches carry little padding
-    std::vector<std::vector<int64_t>> ids(N);
-    if (has_text)
-      for (int64_t i = 0; i < N; ++i) ids[i] = enc_->token_ids(inputs[i]);
+    // sort by length so batches carry little padding
     std::vector<int64_t> order(N);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),

@@ -85,7 +85,8 @@ void Batcher::process(Embedder& emb, std::vector<std::unique_ptr<Job>>& jobs) {
   for (size_t j = 0; j < jobs.size(); ++j) {
     try {
       for (const auto& in : jobs[j]->inputs) {
-        const auto L = static_cast<int64_t>(emb.token_ids(in).size());
+        jobs[j]->ids.push_back(emb.token_ids(in));
+        const auto L = static_cast<int64_t>(jobs[j]->ids.back().size());
         UNIME_CHECK(opt_.max_input_tokens <= 0 || L <= opt_.max_input_tokens, in.where, ": input has ",
                     L, " tokens, more than the server's limit of ", opt_.max_input_tokens,
                     " (--max-input-tokens)");
@@ -102,13 +103,15 @@ void Batcher::process(Embedder& emb, std::vector<std::unique_ptr<Job>>& jobs) {
   // 2. one embed() over the valid jobs; if it fails, each job again on its own
   auto embed_jobs = [&](const std::vector<size_t>& which) {
     std::vector<EmbedInput> all;
+    std::vector<std::vector<int64_t>> ids;
     int64_t tokens = 0;
     for (size_t j : which) {
       all.insert(all.end(), jobs[j]->inputs.begin(), jobs[j]->inputs.end());
+      ids.insert(ids.end(), jobs[j]->ids.begin(), jobs[j]->ids.end());
       tokens += res[j].tokens;
     }
     const auto t0 = Clock::now();
-    std::vector<float> out = emb.embed(all);
+    std::vector<float> out = emb.embed_tokenized(all, std::move(ids));
     metrics_.observe_batch(static_cast<int64_t>(all.size()), tokens,
                            std::chrono::duration<double>(Clock::now() - t0).count());
     size_t off = 0;

@@ -54,6 +54,7 @@ class Batcher {
  private:
   struct Job {
     std::vector<EmbedInput> inputs;
+    std::vector<std::vector<int64_t>> ids;  ///< token_ids() of each input, filled by process()
     std::promise<JobResult> done;
   };
   void run(Embedder& emb);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -49,6 +50,7 @@ namespace {
 struct Pair {  // one MMEB-train row
   EmbedInput qry, pos;
   std::optional<EmbedInput> neg;
+  std::string source;  ///< the row's "dataset" field ("" when absent)
 };
 
 std::string resolve(const fs::path& root, const std::string& p) {
@@ -69,7 +71,8 @@ std::vector<Pair> read_pairs(const std::string& path, const std::string& image_r
       if (!img.empty()) in.images.push_back(resolve(root, img));
       return in;
     };
-    Pair p{side("qry", "qry_image_path"), side("pos_text", "pos_image_path"), std::nullopt};
+    Pair p{side("qry", "qry_image_path"), side("pos_text", "pos_image_path"), std::nullopt,
+           io::json_string(r, "dataset", where)};
     UNIME_CHECK(!p.qry.text.empty() || !p.qry.images.empty(), where, ": empty query (qry and qry_image_path)");
     UNIME_CHECK(!p.pos.text.empty() || !p.pos.images.empty(), where, ": empty positive (pos_text and pos_image_path)");
     EmbedInput neg = side("neg_text", "neg_image_path");
@@ -110,13 +113,49 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
   return v;
 }
 
-// rows [step*B, (step+1)*B) of the endless shuffled stream; incomplete tail batches are dropped
-std::vector<int64_t> batch_rows(int64_t n, int64_t B, int64_t step0, uint64_t seed) {
-  const int64_t per_epoch = n / B;
+}  // namespace
+
+// One epoch's row order. chunk == 0: a shuffle of all rows. chunk > 0 (VLM2Vec's
+// interleave_batch_size): each source's rows shuffled and cut into runs of `chunk` (a source's
+// incomplete last run is dropped), then the runs shuffled, so every run of `chunk` rows in the
+// order - and so every batch, made of whole runs - holds rows of one source only.
+static std::vector<int64_t> epoch_rows(const std::vector<int64_t>& source, int64_t chunk, uint64_t seed, int64_t epoch) {
+  const auto n = static_cast<int64_t>(source.size());
+  if (chunk <= 0) return epoch_order(n, seed, epoch);
+  std::vector<std::vector<int64_t>> by_source;
+  for (int64_t i = 0; i < n; ++i) {
+    if (source[i] >= static_cast<int64_t>(by_source.size())) by_source.resize(source[i] + 1);
+    by_source[source[i]].push_back(i);
+  }
+  std::vector<std::vector<int64_t>> runs;
+  for (size_t s = 0; s < by_source.size(); ++s) {
+    const auto& rows = by_source[s];
+    const auto m = static_cast<int64_t>(rows.size());
+    const auto perm = epoch_order(m, seed + 7919 * (s + 1), epoch);
+    for (int64_t r = 0; r + chunk <= m; r += chunk) {
+      runs.emplace_back();
+      for (int64_t k = r; k < r + chunk; ++k) runs.back().push_back(rows[perm[k]]);
+    }
+  }
+  std::vector<int64_t> out;
+  for (int64_t r : epoch_order(static_cast<int64_t>(runs.size()), seed, epoch))
+    out.insert(out.end(), runs[r].begin(), runs[r].end());
+  return out;
+}
+
+// rows [step*B, (step+1)*B) of the endless stream of epochs; incomplete tail batches are dropped
+std::vector<int64_t> batch_rows(const std::vector<int64_t>& source, int64_t chunk, int64_t B, int64_t step0,
+                                uint64_t seed) {
+  UNIME_CHECK(B > 0 && (chunk <= 0 || B % chunk == 0), "batch of ", B, " rows cannot be made of runs of ", chunk);
+  const int64_t per_epoch =
+      static_cast<int64_t>(epoch_rows(source, chunk, seed, 0).size()) / B;  // the same for every epoch
+  UNIME_CHECK(per_epoch > 0, "fewer usable rows than one batch of ", B);
   const int64_t epoch = step0 / per_epoch, pos = (step0 % per_epoch) * B;
-  auto order = epoch_order(n, seed, epoch);
+  auto order = epoch_rows(source, chunk, seed, epoch);
   return std::vector<int64_t>(order.begin() + pos, order.begin() + pos + B);
 }
+
+namespace {
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
@@ -186,6 +225,18 @@ void run_training(const TrainOptions& o) {
   }
   const int64_t n_rows = distill ? static_cast<int64_t>(sentences.size()) : static_cast<int64_t>(pairs.size());
   UNIME_CHECK(n_rows >= o.batch_size, o.data, ": ", n_rows, " rows, fewer than --batch-size ", o.batch_size);
+  // each row's source (stage 2 rows' "dataset" field), for --interleave-batch-size
+  std::vector<int64_t> source(static_cast<size_t>(n_rows), 0);
+  const int64_t chunk = distill ? 0 : o.interleave_batch_size;
+  if (chunk > 0) {
+    UNIME_CHECK(o.batch_size % chunk == 0, "--interleave-batch-size ", chunk, " must divide --batch-size ",
+                o.batch_size);
+    std::map<std::string, int64_t> ids;
+    for (int64_t i = 0; i < n_rows; ++i) source[i] = ids.emplace(pairs[i].source, ids.size()).first->second;
+    const auto usable = static_cast<int64_t>(epoch_rows(source, chunk, o.seed, 0).size());
+    UNIME_CHECK(usable >= o.batch_size, o.data, ": no source has --interleave-batch-size ", chunk,
+                " rows for a batch of ", o.batch_size, " (", ids.size(), " sources by the rows' 'dataset' field)");
+  }
   const int64_t total = o.steps > 0 ? o.steps : n_rows / o.batch_size;
 
   // model + adapters
@@ -260,7 +311,7 @@ void run_training(const TrainOptions& o) {
     lora.save(tmp.string(), o.model);
     torch::save(*optim, (tmp / "optimizer.pt").string());
     json st{{"step", step}, {"total_steps", total}, {"seed", o.seed}, {"batch_size", o.batch_size},
-            {"stage", o.stage}, {"data", o.data}, {"rows", n_rows},
+            {"stage", o.stage}, {"data", o.data}, {"rows", n_rows}, {"interleave_batch_size", chunk},
             {"rng", "dropout seeded from (seed, step); data order from (seed, epoch)"}};
     io::write_file_atomic((tmp / "trainer_state.json").string(), st.dump(2) + "\n");
     fs::remove_all(dir);
@@ -276,7 +327,7 @@ void run_training(const TrainOptions& o) {
     }
     // dropout masks: from (seed, step, rank), so a resumed run draws what an uninterrupted one did
     torch::manual_seed(o.seed * 1000003ULL + static_cast<uint64_t>(step) * 1009ULL + static_cast<uint64_t>(rank));
-    const auto rows = batch_rows(n_rows, o.batch_size, step - 1, o.seed);  // the global batch
+    const auto rows = batch_rows(source, chunk, o.batch_size, step - 1, o.seed);  // the global batch
     const std::vector<int64_t> mine(rows.begin() + rank * b_local, rows.begin() + (rank + 1) * b_local);
     optim->zero_grad();
     GradCacheResult res;

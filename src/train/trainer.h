@@ -29,6 +29,7 @@ struct TrainOptions {
   int64_t gc_chunk_size_query = -1, gc_chunk_size_candidate = -1;  ///< -1 = gc_chunk_size
   int64_t hard_negatives = 8;        ///< k (0 = plain in-batch InfoNCE when no filter)
   std::optional<double> fn_margin = 0.1;  ///< beta; nullopt = no false-negative filter
+  int64_t interleave_batch_size = 0;  ///< stage 2: runs of this many rows from one source ("dataset"); 0 = off
   double temperature = 0.02;
   std::string kl_direction = "teacher-student";
   double lr = 1e-4;
@@ -62,5 +63,13 @@ void run_training(const TrainOptions& opt);
 /// Learning rate of optimizer step s (1-based) of total, as HF's schedulers give it: linear warm-up
 /// from 0, then linear / cosine decay towards 0 (or constant).
 double schedule_lr(const std::string& schedule, double lr, int64_t s, int64_t total, int64_t warmup);
+
+/// Row indices of the global batch of 0-based step `step` (batch B): an endless stream of epochs,
+/// each a seeded shuffle (incomplete tail batches dropped). With chunk > 0 (--interleave-batch-size)
+/// an epoch is a shuffle of runs of `chunk` rows that share a source (source[i] = row i's source
+/// id), so a batch holds B / chunk sources at most. The same for every call with the same
+/// arguments (resume, several processes).
+std::vector<int64_t> batch_rows(const std::vector<int64_t>& source, int64_t chunk, int64_t B, int64_t step,
+                                uint64_t seed);
 
 }  // namespace unime::train
