@@ -26,7 +26,8 @@ namespace unime::serve {
 
 struct BatcherOptions {
   int max_batch = 32;               ///< inputs per forward pass (a bigger single job runs alone)
-  int max_wait_ms = 5;              ///< how long the first job of a batch waits for company
+  int max_wait_ms = 5;              ///< how long the first job of a batch waits for company, at
+                                    ///< most (and at most 1/4 of the worker's last batch time)
   int64_t max_queue_inputs = 8192;  ///< queued inputs beyond this are refused (HTTP 503)
   int64_t max_input_tokens = 0;     ///< per input, 0 = the model's own limit
 };
