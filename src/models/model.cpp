@@ -146,7 +146,7 @@ std::vector<std::pair<std::string, torch::Tensor>> Model::named_parameters() con
 
 // ---- loading -------------------------------------------------------------------------------------
 
-static torch::ScalarType torch_dtype_of(io::DType d, const std::string& where) {
+torch::ScalarType torch_dtype_of(io::DType d, const std::string& where) {
   switch (d) {
     case io::DType::F64: return torch::kFloat64;
     case io::DType::F32: return torch::kFloat32;
@@ -160,6 +160,16 @@ static torch::ScalarType torch_dtype_of(io::DType d, const std::string& where) {
     case io::DType::BOOL: return torch::kBool;
   }
   throw Error(str(where, ": unsupported dtype"));
+}
+
+io::DType io_dtype_of(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat64: return io::DType::F64;
+    case torch::kFloat32: return io::DType::F32;
+    case torch::kFloat16: return io::DType::F16;
+    case torch::kBFloat16: return io::DType::BF16;
+    default: TORCH_CHECK(false, "io_dtype_of: no safetensors float type for ", t);
+  }
 }
 
 /// Points parameter `dst` at checkpoint tensor `key`, checking the shape. When the checkpoint

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "io/hf-config.h"
+#include "io/safetensors.h"
 #include "models/decoder.h"
 #include "models/vision-clip.h"
 #include "models/vision-phi3v.h"
@@ -129,5 +130,9 @@ torch::ScalarType default_dtype();
 /// "f32" | "bf16" | "f16" | "auto" -> ScalarType; unknown -> Error.
 torch::ScalarType parse_dtype(const std::string& s);
 const char* dtype_short_name(torch::ScalarType t);
+/// The torch type of a safetensors element type; `where` names the tensor in the error.
+torch::ScalarType torch_dtype_of(io::DType d, const std::string& where);
+/// The safetensors element type of a float torch type (F64, F32, F16, BF16).
+io::DType io_dtype_of(torch::ScalarType t);
 
 }  // namespace unime::models

@@ -174,8 +174,7 @@ void write_random_model(const std::string& preset_or_config, const std::string& 
   const io::ModelConfig cfg = io::parse_model_config(cfg_text, preset_or_config);
   const auto dtype = models::parse_dtype(o.dtype);
   UNIME_CHECK(o.max_shard_bytes > 0, "random-model: the shard size must be positive");
-  const io::DType io_dtype = dtype == torch::kBFloat16 ? io::DType::BF16
-                             : dtype == torch::kFloat16 ? io::DType::F16 : io::DType::F32;
+  const io::DType io_dtype = models::io_dtype_of(dtype);
 
   // the parameter list (names, shapes) from a model built without initialisation (no memory)
   std::vector<std::pair<std::string, std::vector<int64_t>>> params;

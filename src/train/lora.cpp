@@ -77,29 +77,9 @@ std::vector<ScopedLinear> all_linears(const models::Model& m) {
 }
 
 torch::ScalarType torch_dtype(io::DType d, const std::string& where) {
-  switch (d) {
-    case io::DType::F64: return torch::kFloat64;
-    case io::DType::F32: return torch::kFloat32;
-    case io::DType::F16: return torch::kFloat16;
-    case io::DType::BF16: return torch::kBFloat16;
-    case io::DType::I64:
-    case io::DType::I32:
-    case io::DType::I16:
-    case io::DType::I8:
-    case io::DType::U8:
-    case io::DType::BOOL: break;
-  }
+  if (d == io::DType::F64 || d == io::DType::F32 || d == io::DType::F16 || d == io::DType::BF16)
+    return models::torch_dtype_of(d, where);
   throw Error(str(where, ": expected a float tensor, got ", io::dtype_name(d)));
-}
-
-io::DType io_dtype(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat64: return io::DType::F64;
-    case torch::kFloat32: return io::DType::F32;
-    case torch::kFloat16: return io::DType::F16;
-    case torch::kBFloat16: return io::DType::BF16;
-    default: TORCH_CHECK(false, "io_dtype: unsupported ", t);
-  }
 }
 
 /// A checkpoint tensor copied into a fresh CPU tensor (the mapping may be unaligned).
@@ -253,7 +233,7 @@ void LoraSet::save(const std::string& dir, const std::string& base_model_name) c
   std::vector<io::TensorToWrite> tensors;
   for (const auto& [name, t] : named_parameters()) {
     keep.push_back(t.detach().to(torch::kCPU).contiguous());
-    tensors.push_back({name, io_dtype(keep.back().scalar_type()),
+    tensors.push_back({name, models::io_dtype_of(keep.back().scalar_type()),
                        std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), keep.back().data_ptr()});
   }
   io::write_safetensors(io::join_path(dir, kAdapterWeights), tensors, {{"format", "pt"}});
