@@ -16,7 +16,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -257,43 +256,40 @@ std::string last_line(const fs::path& path) {
 void train_side_by_side(std::vector<train::TrainOptions> jobs, int threads) {
   struct Running {
     pid_t pid;
-    size_t job;
+    const train::TrainOptions* job;
     std::chrono::steady_clock::time_point t0;
   };
   std::vector<Running> running;
-  size_t next = 0;
   std::string failure;
   auto stop_all = [&] {
     for (auto& r : running) kill(r.pid, SIGTERM);
   };
-  while ((next < jobs.size() && failure.empty()) || !running.empty()) {
-    while (failure.empty() && next < jobs.size()) {
-      train::TrainOptions& to = jobs[next];
-      to.threads = threads;
-      fs::remove_all(to.output);
-      const std::string log = to.output + ".log";
-      std::vector<std::string> args = instruct_args(to);
-      args.insert(args.begin(), "unime");
-      std::vector<char*> av;
-      for (auto& x : args) av.push_back(x.data());
-      av.push_back(nullptr);
-      posix_spawn_file_actions_t fa;
-      posix_spawn_file_actions_init(&fa);
-      posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      posix_spawn_file_actions_adddup2(&fa, 1, 2);
-      pid_t pid = -1;
-      const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, av.data(), environ);
-      posix_spawn_file_actions_destroy(&fa);
-      if (rc != 0) {
-        failure = str("cannot start `unime train instruct` for ", to.output, " (", std::strerror(rc), ")");
-        stop_all();
-        break;
-      }
-      say(str("  started ", fs::path(to.output).filename().string(), " (", threads, threads == 1 ? " thread" : " threads",
-              "; log ", log, ")"));
-      running.push_back({pid, next++, std::chrono::steady_clock::now()});
+  for (auto& to : jobs) {
+    to.threads = threads;
+    fs::remove_all(to.output);
+    const std::string log = to.output + ".log";
+    std::vector<std::string> args = instruct_args(to);
+    args.insert(args.begin(), "unime");
+    std::vector<char*> av;
+    for (auto& x : args) av.push_back(x.data());
+    av.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, av.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+      failure = str("cannot start `unime train instruct` for ", to.output, " (", std::strerror(rc), ")");
+      stop_all();
+      break;
     }
-    if (running.empty()) break;
+    say(str("  started ", fs::path(to.output).filename().string(), " (", threads, threads == 1 ? " thread" : " threads",
+            "; log ", log, ")"));
+    running.push_back({pid, &to, std::chrono::steady_clock::now()});
+  }
+  while (!running.empty()) {
     int st = 0;
     const pid_t done = waitpid(-1, &st, 0);
     if (done < 0) {
@@ -302,7 +298,7 @@ void train_side_by_side(std::vector<train::TrainOptions> jobs, int threads) {
     }
     auto it = std::find_if(running.begin(), running.end(), [&](const Running& r) { return r.pid == done; });
     if (it == running.end()) continue;
-    const train::TrainOptions& to = jobs[it->job];
+    const train::TrainOptions& to = *it->job;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - it->t0).count();
     running.erase(it);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
@@ -500,9 +496,11 @@ int run_demo(const DemoOptions& o) {
   timings["teacher"] = seconds_since(t);
 
   // 5. stage 1 and 6. stage 2 (+ ablations)
-  auto train_if_needed = [&](const std::string& name, train::TrainOptions to) {
+  const int cores = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // fills in what every training shares; false when `name` is finished and may be reused
+  auto needs_training = [&](const std::string& name, train::TrainOptions& to) {
     const fs::path dir = out / name;
-    if (!o.force && fs::exists(dir / "adapter_model.safetensors")) return;
+    if (!o.force && fs::exists(dir / "adapter_model.safetensors")) return false;
     fs::remove_all(dir);
     to.model = base.string();
     to.output = dir.string();
@@ -510,7 +508,10 @@ int run_demo(const DemoOptions& o) {
     to.threads = o.threads;
     to.dtype = p.dtype;
     to.quiet = false;
-    train::run_training(to);
+    return true;
+  };
+  auto train_if_needed = [&](const std::string& name, train::TrainOptions to) {
+    if (needs_training(name, to)) train::run_training(to);
   };
   t = std::chrono::steady_clock::now();
   say("5/7 stage 1: textual discriminative knowledge distillation (LoRA, KL at tau)");
@@ -567,17 +568,9 @@ int run_demo(const DemoOptions& o) {
         {"stage2", stage2(0.1, 8, train_path)}, {"ablation-infonce", stage2(std::nullopt, 0, pairs_path)}};
     if (p.ablation_nofilter) arms.push_back({"ablation-nofilter", stage2(std::nullopt, 8, train_path)});
     std::vector<train::TrainOptions> todo;
-    for (auto& [name, to] : arms) {
-      const fs::path dir = out / name;
-      if (!o.force && fs::exists(dir / "adapter_model.safetensors")) continue;
-      to.model = base.string();
-      to.output = dir.string();
-      to.seed = o.seed;
-      to.dtype = p.dtype;
-      todo.push_back(to);
-    }
+    for (auto& [name, to] : arms)
+      if (needs_training(name, to)) todo.push_back(to);
     // all arms at once, the cores shared out (three 1-thread arms on 2 cores still beat 2 + 1)
-    const int cores = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (!todo.empty()) train_side_by_side(todo, std::max(1, cores / static_cast<int>(todo.size())));
   }
   timings["stage2"] = seconds_since(t);
@@ -597,7 +590,6 @@ int run_demo(const DemoOptions& o) {
   {
     // the variants side by side on 1-thread workers (inference only: no RNG, no autograd), as
     // stage 2's arms: this tiny model does not keep 2 threads busy
-    const int cores = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int workers = std::max(1, std::min(cores, static_cast<int>(variants.size())));
     const int per = std::max(1, cores / workers);
     std::vector<json> got(variants.size());

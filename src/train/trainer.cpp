@@ -115,6 +115,16 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 
 }  // namespace
 
+// Rows per epoch: all of them, or with runs of `chunk` each source's rows down to whole runs.
+static int64_t epoch_length(const std::vector<int64_t>& source, int64_t chunk) {
+  if (chunk <= 0) return static_cast<int64_t>(source.size());
+  std::map<int64_t, int64_t> count;
+  for (int64_t s : source) ++count[s];
+  int64_t n = 0;
+  for (const auto& [s, c] : count) n += c / chunk * chunk;
+  return n;
+}
+
 // One epoch's row order. chunk == 0: a shuffle of all rows. chunk > 0 (VLM2Vec's
 // interleave_batch_size): each source's rows shuffled and cut into runs of `chunk` (a source's
 // incomplete last run is dropped), then the runs shuffled, so every run of `chunk` rows in the
@@ -147,8 +157,7 @@ static std::vector<int64_t> epoch_rows(const std::vector<int64_t>& source, int64
 std::vector<int64_t> batch_rows(const std::vector<int64_t>& source, int64_t chunk, int64_t B, int64_t step0,
                                 uint64_t seed) {
   UNIME_CHECK(B > 0 && (chunk <= 0 || B % chunk == 0), "batch of ", B, " rows cannot be made of runs of ", chunk);
-  const int64_t per_epoch =
-      static_cast<int64_t>(epoch_rows(source, chunk, seed, 0).size()) / B;  // the same for every epoch
+  const int64_t per_epoch = epoch_length(source, chunk) / B;
   UNIME_CHECK(per_epoch > 0, "fewer usable rows than one batch of ", B);
   const int64_t epoch = step0 / per_epoch, pos = (step0 % per_epoch) * B;
   auto order = epoch_rows(source, chunk, seed, epoch);
@@ -233,8 +242,7 @@ void run_training(const TrainOptions& o) {
                 o.batch_size);
     std::map<std::string, int64_t> ids;
     for (int64_t i = 0; i < n_rows; ++i) source[i] = ids.emplace(pairs[i].source, ids.size()).first->second;
-    const auto usable = static_cast<int64_t>(epoch_rows(source, chunk, o.seed, 0).size());
-    UNIME_CHECK(usable >= o.batch_size, o.data, ": no source has --interleave-batch-size ", chunk,
+    UNIME_CHECK(epoch_length(source, chunk) >= o.batch_size, o.data, ": no source has --interleave-batch-size ", chunk,
                 " rows for a batch of ", o.batch_size, " (", ids.size(), " sources by the rows' 'dataset' field)");
   }
   const int64_t total = o.steps > 0 ? o.steps : n_rows / o.batch_size;
