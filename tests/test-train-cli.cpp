@@ -1,6 +1,7 @@
 // The training commands end to end on a generated world and a tiny LLaVA-Qwen2 with the real Qwen
 // tokenizer: stage 1 then stage 2 on top, resume == uninterrupted (bit for bit), the loss goes
 // down, adapters change embeddings through `unime embed --lora`, clear errors for bad options.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -98,6 +99,13 @@ TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
   EXPECT_TRUE(fs::exists(s1 + "/adapter_model.safetensors"));
   for (const char* f : {"loss.png", "similarity.png"}) EXPECT_EQ(io::load_image(s1 + "/plots/" + f).width, 900) << f;
   EXPECT_FALSE(fs::exists(s1 + "/plots/filter.png"));  // stage 1 has no filter
+  // --group-rows: the same sentences in other batches (NLI rows kept whole) -> other losses
+  r = test::run_cmd(test::unime_bin() + " train distill --model " + (*dir_ / "model") + " --data " +
+                    (*dir_ / "world/nli.jsonl") + " --teacher " + (*dir_ / "teacher.npy") + " --output " + s1 +
+                    "-grouped --steps 3 --batch-size 8 --group-rows --quiet");
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_EQ(metrics(s1 + "-grouped").size(), 3u);
+  EXPECT_NE(metrics(s1 + "-grouped")[0]["loss"].get<double>(), metrics(s1)[0]["loss"].get<double>());
   // stage 2 on top of stage 1, long enough for the loss to fall
   r = test::run_cmd(test::unime_bin() + " train instruct" + base_args() + " --lora " + s1 +
                     " --steps 24 --output " + s2);
@@ -213,6 +221,41 @@ TEST(TrainData, InterleavedBatchRows) {
   }
   EXPECT_GT(mixed_batches, 0);
   EXPECT_THROW(train::batch_rows(source, 3, 8, 0, 7), std::exception);
+}
+
+TEST(TrainData, WholeGroupBatchRows) {
+  // 12 NLI-like rows of 3 sentences, then 4 single "text" rows: 40 sentences
+  std::vector<int64_t> group;
+  for (int g = 0; g < 12; ++g)
+    for (int k = 0; k < 3; ++k) group.push_back(g);
+  for (int g = 12; g < 16; ++g) group.push_back(g);
+  const int64_t B = 6, per_epoch = 40 / B;
+  std::vector<int> seen(group.size(), 0);
+  std::vector<int64_t> order;
+  for (int64_t step = 0; step < per_epoch; ++step) {
+    const auto rows = train::batch_rows(group, train::kWholeGroups, B, step, 3);
+    ASSERT_EQ(rows.size(), static_cast<size_t>(B));
+    EXPECT_EQ(rows, train::batch_rows(group, train::kWholeGroups, B, step, 3));  // deterministic
+    for (int64_t i : rows) ++seen[i];
+    order.insert(order.end(), rows.begin(), rows.end());
+  }
+  for (int v : seen) EXPECT_LE(v, 1);
+  // each group's rows are consecutive and in file order wherever the group was not cut off at
+  // the epoch's end; the groups themselves are shuffled
+  int whole = 0;
+  for (size_t i = 0; i < order.size(); ++i)
+    if (order[i] < 36 && order[i] % 3 == 0 && i + 2 < order.size()) {
+      EXPECT_EQ(order[i + 1], order[i] + 1);
+      EXPECT_EQ(order[i + 2], order[i] + 2);
+      ++whole;
+    }
+  EXPECT_GE(whole, 10);
+  std::vector<int64_t> firsts;
+  for (int64_t i : order)
+    if (i >= 36 || i % 3 == 0) firsts.push_back(group[i]);
+  EXPECT_FALSE(std::is_sorted(firsts.begin(), firsts.end()));
+  EXPECT_NE(train::batch_rows(group, train::kWholeGroups, B, 0, 3), train::batch_rows(group, train::kWholeGroups, B, per_epoch, 3));
+  EXPECT_THROW(train::batch_rows(group, -2, B, 0, 3), std::exception);
 }
 
 TEST_F(TrainCli, LoraVisionAdaptsTheTower) {

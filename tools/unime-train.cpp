@@ -136,6 +136,10 @@ void register_train(CLI::App& app) {
   add_loop_options(distill, *d);
   distill->add_option("--teacher", d->teacher, "teacher embeddings .npy [N, Dt], row i = i-th sentence")->required();
   distill->add_option("--kl-direction", d->kl_direction, "teacher-student | student-teacher")->capture_default_str();
+  distill->add_flag("--group-rows", d->group_rows,
+                    "keep each NLI row's sentences (sent0, sent1, hard_neg) in one batch, rows shuffled as "
+                    "units (as SimCSE and E5-V batch NLI), so the in-batch similarities include each "
+                    "sentence's hard negative");
   distill->add_option("--nproc", *nproc, "data parallel processes on this machine (torchrun-style env also works)");
   distill->callback([d, nproc]() {
     d->stage = "distill";

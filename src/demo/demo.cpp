@@ -58,6 +58,7 @@ struct Plan {
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
+  int64_t s1_group = 0;  // 1: NLI rows kept whole in stage-1 batches (--group-rows)
   int64_t s2_steps = 0, s2_batch = 64;
   double s2_lr = 5e-4, s2_tau = 0.02;
   bool ablation_nofilter = true;
@@ -76,7 +77,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
           {"pre_lr", &p.pre_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
-          {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau},
+          {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
 }
@@ -524,6 +525,7 @@ int run_demo(const DemoOptions& o) {
     to.batch_size = p.s1_batch;
     to.lr = p.s1_lr;
     to.temperature = p.s1_tau;
+    to.group_rows = p.s1_group != 0;
     to.warmup_steps = p.s1_steps / 10;
     to.lora.r = 16;
     to.lora.alpha = 32;

@@ -83,9 +83,11 @@ std::vector<Pair> read_pairs(const std::string& path, const std::string& image_r
   return rows;
 }
 
-// stage 1: every sentence of the file in order (a "text" row, or NLI sent0, sent1, hard_neg)
-std::vector<EmbedInput> read_sentences(const std::string& path) {
+// stage 1: every sentence of the file in order (a "text" row, or NLI sent0, sent1, hard_neg);
+// row_of[i] = the index of sentence i's row
+std::vector<EmbedInput> read_sentences(const std::string& path, std::vector<int64_t>& row_of) {
   std::vector<EmbedInput> out;
+  int64_t row = 0;
   io::read_jsonl(path, [&](int64_t line, const json& r) {
     const std::string where = str(path, ":", line);
     bool any = false;
@@ -96,8 +98,10 @@ std::vector<EmbedInput> read_sentences(const std::string& path) {
       in.where = where;
       in.text = s;
       out.push_back(std::move(in));
+      row_of.push_back(row);
       any = true;
     }
+    ++row;
     UNIME_CHECK(any, where, ": no sentence (expected 'text', or 'sent0'/'sent1'/'hard_neg')");
   });
   UNIME_CHECK(!out.empty(), path, ": no sentences");
@@ -117,7 +121,7 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 
 // Rows per epoch: all of them, or with runs of `chunk` each source's rows down to whole runs.
 static int64_t epoch_length(const std::vector<int64_t>& source, int64_t chunk) {
-  if (chunk <= 0) return static_cast<int64_t>(source.size());
+  if (chunk <= 0) return static_cast<int64_t>(source.size());  // shuffled rows or whole groups
   std::map<int64_t, int64_t> count;
   for (int64_t s : source) ++count[s];
   int64_t n = 0;
@@ -129,13 +133,22 @@ static int64_t epoch_length(const std::vector<int64_t>& source, int64_t chunk) {
 // interleave_batch_size): each source's rows shuffled and cut into runs of `chunk` (a source's
 // incomplete last run is dropped), then the runs shuffled, so every run of `chunk` rows in the
 // order - and so every batch, made of whole runs - holds rows of one source only.
+// chunk == kWholeGroups: each source's rows stay together in file order (an NLI row's sent0,
+// sent1, hard_neg) and the groups are shuffled; a batch boundary may cut a group.
 static std::vector<int64_t> epoch_rows(const std::vector<int64_t>& source, int64_t chunk, uint64_t seed, int64_t epoch) {
   const auto n = static_cast<int64_t>(source.size());
-  if (chunk <= 0) return epoch_order(n, seed, epoch);
+  if (chunk == 0) return epoch_order(n, seed, epoch);
   std::vector<std::vector<int64_t>> by_source;
   for (int64_t i = 0; i < n; ++i) {
     if (source[i] >= static_cast<int64_t>(by_source.size())) by_source.resize(source[i] + 1);
     by_source[source[i]].push_back(i);
+  }
+  if (chunk == kWholeGroups) {
+    std::vector<int64_t> out;
+    out.reserve(n);
+    for (int64_t g : epoch_order(static_cast<int64_t>(by_source.size()), seed, epoch))
+      out.insert(out.end(), by_source[g].begin(), by_source[g].end());
+    return out;
   }
   std::vector<std::vector<int64_t>> runs;
   for (size_t s = 0; s < by_source.size(); ++s) {
@@ -156,6 +169,7 @@ static std::vector<int64_t> epoch_rows(const std::vector<int64_t>& source, int64
 // rows [step*B, (step+1)*B) of the endless stream of epochs; incomplete tail batches are dropped
 std::vector<int64_t> batch_rows(const std::vector<int64_t>& source, int64_t chunk, int64_t B, int64_t step0,
                                 uint64_t seed) {
+  UNIME_CHECK(chunk >= 0 || chunk == kWholeGroups, "batch_rows: bad chunk ", chunk);
   UNIME_CHECK(B > 0 && (chunk <= 0 || B % chunk == 0), "batch of ", B, " rows cannot be made of runs of ", chunk);
   const int64_t per_epoch = epoch_length(source, chunk) / B;
   UNIME_CHECK(per_epoch > 0, "fewer usable rows than one batch of ", B);
@@ -218,9 +232,10 @@ void run_training(const TrainOptions& o) {
   // data
   std::vector<Pair> pairs;
   std::vector<EmbedInput> sentences;
+  std::vector<int64_t> sentence_row;  // stage 1: each sentence's JSONL row
   torch::Tensor teacher;  // [N, Dt], L2-normalised
   if (distill) {
-    sentences = read_sentences(o.data);
+    sentences = read_sentences(o.data, sentence_row);
     UNIME_CHECK(!o.teacher.empty(), "train distill: --teacher (teacher embeddings .npy) is required");
     auto t = io::read_npy_f32(o.teacher);
     UNIME_CHECK(t.shape.size() == 2, o.teacher, ": expected a 2-D array [N, D], got ", t.shape.size(), " dims");
@@ -236,7 +251,8 @@ void run_training(const TrainOptions& o) {
   UNIME_CHECK(n_rows >= o.batch_size, o.data, ": ", n_rows, " rows, fewer than --batch-size ", o.batch_size);
   // each row's source (stage 2 rows' "dataset" field), for --interleave-batch-size
   std::vector<int64_t> source(static_cast<size_t>(n_rows), 0);
-  const int64_t chunk = distill ? 0 : o.interleave_batch_size;
+  const int64_t chunk = distill ? (o.group_rows ? kWholeGroups : 0) : o.interleave_batch_size;
+  if (chunk == kWholeGroups) source = sentence_row;
   if (chunk > 0) {
     UNIME_CHECK(o.batch_size % chunk == 0, "--interleave-batch-size ", chunk, " must divide --batch-size ",
                 o.batch_size);

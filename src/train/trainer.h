@@ -30,6 +30,7 @@ struct TrainOptions {
   int64_t hard_negatives = 8;        ///< k (0 = plain in-batch InfoNCE when no filter)
   std::optional<double> fn_margin = 0.1;  ///< beta; nullopt = no false-negative filter
   int64_t interleave_batch_size = 0;  ///< stage 2: runs of this many rows from one source ("dataset"); 0 = off
+  bool group_rows = false;           ///< stage 1: an NLI row's sentences (sent0, sent1, hard_neg) share a batch
   double temperature = 0.02;
   std::string kl_direction = "teacher-student";
   double lr = 1e-4;
@@ -68,7 +69,9 @@ double schedule_lr(const std::string& schedule, double lr, int64_t s, int64_t to
 /// each a seeded shuffle (incomplete tail batches dropped). With chunk > 0 (--interleave-batch-size)
 /// an epoch is a shuffle of runs of `chunk` rows that share a source (source[i] = row i's source
 /// id), so a batch holds B / chunk sources at most. The same for every call with the same
-/// arguments (resume, several processes).
+/// arguments (resume, several processes). With chunk == kWholeGroups each source's rows stay
+/// together in order (stage 1's NLI rows) and the groups are shuffled.
+inline constexpr int64_t kWholeGroups = -1;
 std::vector<int64_t> batch_rows(const std::vector<int64_t>& source, int64_t chunk, int64_t B, int64_t step,
                                 uint64_t seed);
 
