@@ -25,7 +25,9 @@
 // and file-backed pages (mapped weights), and the peak (VmHWM). --drop-cache first evicts the
 // model's own files from the page cache (posix_fadvise DONTNEED), for a cold load.
 // Usage: bench-memory --model DIR [--storage bf16|nf4] [--workloads text,image] [--repeats 2]
-//                     [--image-repeats 0] [--image-size 672] [--threads N] [--drop-cache] [--no-peak]
+//                     [--image-repeats 0] [--image-size 672] [--text-tokens 512] [--threads N]
+//                     [--drop-cache] [--no-peak] [--profile PREFIX]
+// --profile: the torch profiler over each workload's last run, a chrome trace in PREFIX-<workload>.json.
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -39,6 +41,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "core/error.h"
 #include "embed/encoder.h"
@@ -186,7 +190,8 @@ static void drop_cache(const std::string& dir) {
 int main(int argc, char** argv) {
   unime::early_init(argc, argv);
   std::string model_dir, storage = "bf16", workloads = "text,image";
-  int threads = 0, repeats = 2, image_repeats = 0, image_size = 672;
+  int threads = 0, repeats = 2, image_repeats = 0, image_size = 672, text_tokens = 512;
+  std::string profile;
   bool drop = false, peak = true;
   for (int i = 1; i < argc; ++i) {
     auto arg = [&](const char* name) { return !std::strcmp(argv[i], name) && i + 1 < argc; };
@@ -196,12 +201,15 @@ int main(int argc, char** argv) {
     else if (arg("--repeats")) repeats = std::atoi(argv[++i]);
     else if (arg("--image-repeats")) image_repeats = std::atoi(argv[++i]);
     else if (arg("--image-size")) image_size = std::atoi(argv[++i]);
+    else if (arg("--text-tokens")) text_tokens = std::atoi(argv[++i]);
+    else if (arg("--profile")) profile = argv[++i];
     else if (arg("--threads")) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--drop-cache")) drop = true;
     else if (!std::strcmp(argv[i], "--no-peak")) peak = false;
     else {
       std::fprintf(stderr, "usage: bench-memory --model DIR [--storage bf16|nf4] [--workloads text,image] "
-                           "[--repeats 2] [--image-repeats 0] [--image-size 672] [--threads N] [--drop-cache] [--no-peak]\n");
+                           "[--repeats 2] [--image-repeats 0] [--image-size 672] [--text-tokens 512] [--threads N] [--drop-cache] "
+                           "[--no-peak] [--profile PREFIX]\n");
       return 2;
     }
   }
@@ -260,8 +268,8 @@ int main(int argc, char** argv) {
       in.where = w;
       std::string desc;
       if (w == "text") {
-        in.input_ids = text_ids(512);
-        desc = "512 text tokens";
+        in.input_ids = text_ids(text_tokens);
+        desc = std::to_string(text_tokens) + " text tokens";
       } else if (w == "image") {
         const int64_t S = cfg.arch == Arch::Llava ? cfg.vision->image_size : image_size;
         std::vector<int64_t> ids;
@@ -303,7 +311,14 @@ int main(int argc, char** argv) {
       for (int r = 0; r <= reps; ++r) {
         t0 = clk::now();
         const double c0 = cpu_secs();
-        auto e = enc.forward({&in}, {ids});
+        torch::Tensor e;
+        if (!profile.empty() && r == reps) {
+          // the torch profiler over the last run: a chrome trace (chrome://tracing, or summed per op)
+          torch::autograd::profiler::RecordProfile guard(str_printf("%s-%s.json", profile.c_str(), w.c_str()));
+          e = enc.forward({&in}, {ids});
+        } else {
+          e = enc.forward({&in}, {ids});
+        }
         times.push_back(secs(t0));
         cpu.push_back(cpu_secs() - c0);
         TORCH_CHECK(torch::isfinite(e).all().item<bool>(), "bench-memory: non-finite embedding");

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "models/layers.h"
 #include "models/model.h"
 #include "test-util.h"
 #include "train/lora.h"
@@ -531,6 +532,53 @@ TEST(Nf4, LinearForwardBackwardEqualsDenseDequantised) {
   EXPECT_TRUE(torch::allclose(q->lora_A.grad(), d->lora_A.grad(), 1e-4, 1e-5));
   EXPECT_TRUE(torch::allclose(q->lora_B.grad(), d->lora_B.grad(), 1e-4, 1e-5));
   EXPECT_THROW(q->merge_lora(), c10::Error);
+}
+
+// The CPU bf16 path pads more than 64 rows to a multiple of 64 (libtorch 1.13's slow row counts,
+// models/linear.cpp): results must stay those of the unpadded product, in shape and value, for
+// dense and NF4 weights, forward and backward, and for attention with GQA and a mask.
+TEST(Linear, Bf16RowPaddingKeepsResults) {
+  torch::manual_seed(8);
+  for (bool nf4 : {false, true}) {
+    models::Linear l(96, 48, /*bias=*/true);
+    l->to(torch::kBFloat16);
+    if (nf4) l->quantize_nf4(false);
+    torch::Tensor w32, b32;
+    {
+      torch::NoGradGuard ng;
+      w32 = (nf4 ? l->dense_weight() : l->weight).to(torch::kFloat32);
+      b32 = l->bias.to(torch::kFloat32);
+    }
+    for (int64_t rows : {61, 70, 130, 610}) {
+      auto x = torch::randn({2, rows, 96}).to(torch::kBFloat16).requires_grad_(true);
+      auto y = l(x);
+      ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, rows, 48})) << rows;
+      auto ref = torch::nn::functional::linear(x.detach().to(torch::kFloat32), w32, b32);
+      EXPECT_LT((y.to(torch::kFloat32) - ref).abs().max().item<double>(), 0.05 * ref.abs().max().item<double>())
+          << "nf4 " << nf4 << " rows " << rows;
+      auto g = torch::randn({2, rows, 48});
+      y.backward(g.to(torch::kBFloat16));
+      ASSERT_EQ(x.grad().sizes(), x.sizes());
+      auto gref = torch::matmul(g, w32);
+      EXPECT_LT((x.grad().to(torch::kFloat32) - gref).abs().max().item<double>(), 0.05 * gref.abs().max().item<double>())
+          << "nf4 " << nf4 << " rows " << rows;
+    }
+  }
+  // attention: 4 query heads over 2 kv heads, causal mask with the lowest value, 70 and 130 rows
+  for (int64_t T : {70, 130}) {
+    auto q = torch::randn({2, 4, T, 16}), k = torch::randn({2, 2, T, 16}), v = torch::randn({2, 2, T, 16});
+    auto real = torch::ones({2, T}, torch::kBool);
+    real.index_put_({1, torch::indexing::Slice(T - 9, torch::indexing::None)}, false);
+    auto m32 = models::causal_mask(real, 0, torch::kFloat32), m16 = models::causal_mask(real, 0, torch::kBFloat16);
+    auto ref = models::attention(q, k, v, m32, 0.25);
+    auto y = models::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16), m16, 0.25);
+    ASSERT_EQ(y.sizes(), ref.sizes());
+    EXPECT_LT((y.to(torch::kFloat32) - ref).abs().max().item<double>(), 0.05) << T;
+    auto y2 = models::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16),
+                                torch::Tensor(), 0.25);
+    auto ref2 = models::attention(q, k, v, torch::Tensor(), 0.25);
+    EXPECT_LT((y2.to(torch::kFloat32) - ref2).abs().max().item<double>(), 0.05) << T;
+  }
 }
 
 TEST(Nf4, QloraModel) {

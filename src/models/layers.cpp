@@ -5,7 +5,10 @@
 
 #include <cmath>
 
+#include <torch/version.h>
+
 #include "core/error.h"
+#include "models/linear.h"
 
 namespace unime::models {
 
@@ -142,6 +145,20 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   // q [B, H, T, d] -> [B, Hkv, g*T, d]; scores [B, Hkv, g*T, S] viewed as [B, Hkv, g, T, S].
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
   const int64_t Hkv = k.size(1), S = k.size(2), g = H / Hkv;
+#if TORCH_VERSION_MAJOR < 2
+  // The bf16 CPU matmul's slow row counts (models/linear.cpp rows_to_fast_count) hit both
+  // products here through T (610 query rows: 35 ms per layer instead of 4): queries padded with
+  // zero rows (and the mask with zero rows) to a multiple of kFastRows, the extra rows cut off.
+  if (q.device().is_cpu() && q.scalar_type() == torch::kBFloat16 && T > kFastRows && T % kFastRows != 0) {
+    const int64_t P = (T + kFastRows - 1) / kFastRows * kFastRows;
+    auto qp = torch::cat({q, torch::zeros({B, H, P - T, d}, q.options())}, 2);
+    torch::Tensor mp;
+    if (mask.defined()) {
+      mp = torch::cat({mask.view({mask.size(0), T, S}), torch::zeros({mask.size(0), P - T, S}, mask.options())}, 1);
+    }
+    return attention(qp, k, v, mp, scale).narrow(2, 0, T);
+  }
+#endif
   auto qg = g == 1 ? q : q.reshape({B, Hkv, g * T, d});
   auto scores = torch::matmul(qg, k.transpose(-2, -1));           // [B, Hkv, g*T, S], model dtype
   if (no_grad) scores.mul_(scale);

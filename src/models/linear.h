@@ -48,6 +48,8 @@ struct Nf4Tensor {
   int64_t nbytes() const;
 };
 
+/// Row multiple the CPU bf16 path pads a linear layer's input to (see LinearImpl::forward).
+constexpr int64_t kFastRows = 64;
 constexpr int64_t kNf4Block = 64;           ///< QLoRA / bitsandbytes default blocksize for NF4
 constexpr int64_t kNf4DoubleQuantBlock = 256;  ///< bitsandbytes' blocksize for the absmax scales
 
