@@ -3,6 +3,7 @@
 // modeling_rope_utils.py (_compute_llama3_parameters), activations.py.
 #include "models/layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <torch/version.h>
@@ -138,13 +139,16 @@ torch::Tensor causal_mask(const torch::Tensor& key_real, int64_t window, torch::
   return mask.unsqueeze(1);                                           // [B, 1, T, T]
 }
 
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& mask, double scale) {
-  const bool no_grad = !torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled();
+constexpr int64_t kAttnBlockRows = 2 * kFastRows;
+
+// softmax(q k^T * scale + mask) v for q [B, H, T, d], kt = k^T [B, Hkv, d, S], v [B, Hkv, S, d],
+// mask [Bm, (1,) T, S] or undefined -> [B, H, T, d]
+static torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& kt, const torch::Tensor& v,
+                            const torch::Tensor& mask, double scale, bool no_grad) {
   // GQA without copying k/v: fold each kv head's g query heads into the row dimension.
   // q [B, H, T, d] -> [B, Hkv, g*T, d]; scores [B, Hkv, g*T, S] viewed as [B, Hkv, g, T, S].
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
-  const int64_t Hkv = k.size(1), S = k.size(2), g = H / Hkv;
+  const int64_t Hkv = kt.size(1), S = kt.size(3), g = H / Hkv;
 #if TORCH_VERSION_MAJOR < 2
   // The bf16 CPU matmul's slow row counts (models/linear.cpp rows_to_fast_count) hit both
   // products here through T (610 query rows: 35 ms per layer instead of 4): queries padded with
@@ -153,14 +157,13 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     const int64_t P = (T + kFastRows - 1) / kFastRows * kFastRows;
     auto qp = torch::cat({q, torch::zeros({B, H, P - T, d}, q.options())}, 2);
     torch::Tensor mp;
-    if (mask.defined()) {
+    if (mask.defined())
       mp = torch::cat({mask.view({mask.size(0), T, S}), torch::zeros({mask.size(0), P - T, S}, mask.options())}, 1);
-    }
-    return attention(qp, k, v, mp, scale).narrow(2, 0, T);
+    return attend(qp, kt, v, mp, scale, no_grad).narrow(2, 0, T);
   }
 #endif
   auto qg = g == 1 ? q : q.reshape({B, Hkv, g * T, d});
-  auto scores = torch::matmul(qg, k.transpose(-2, -1));           // [B, Hkv, g*T, S], model dtype
+  auto scores = torch::matmul(qg, kt);                              // [B, Hkv, g*T, S], model dtype
   if (no_grad) scores.mul_(scale);
   else scores = scores * scale;
   if (mask.defined()) {
@@ -172,6 +175,27 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   auto p = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   auto y = torch::matmul(p, v);                                     // [B, Hkv, g*T, d]
   return g == 1 ? y : y.view({B, H, T, d});                         // [B, H, T, d]
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, double scale) {
+  const bool no_grad = !torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled();
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
+  // Without autograd, long inputs go through in blocks of query rows against one contiguous k^T:
+  // the float32 scores of a block stay small (a 672-px Qwen2-VL image: 2304 x 2304 scores x 16
+  // heads per layer, 340 MB at once), and the softmax and its casts run on cached data. Rows are
+  // independent, so the result is the same up to the matmul's blocking.
+  if (no_grad && q.device().is_cpu() && T > kAttnBlockRows && B * H * T * S > (int64_t{1} << 22)) {
+    const auto kt = k.transpose(-2, -1).contiguous();
+    const auto m3 = mask.defined() ? mask.view({mask.size(0), T, S}) : torch::Tensor();
+    std::vector<torch::Tensor> parts;
+    for (int64_t i = 0; i < T; i += kAttnBlockRows) {
+      const int64_t n = std::min(kAttnBlockRows, T - i);
+      parts.push_back(attend(q.narrow(2, i, n), kt, v, m3.defined() ? m3.narrow(1, i, n) : m3, scale, no_grad));
+    }
+    return torch::cat(parts, 2);
+  }
+  return attend(q, k.transpose(-2, -1), v, mask, scale, no_grad);
 }
 
 // ---- decoder layer -----------------------------------------------------------------------------

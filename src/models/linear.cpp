@@ -308,6 +308,10 @@ static torch::Tensor rows_to_fast_count(const torch::Tensor& x, int64_t in_featu
   return f(x);
 }
 
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return rows_to_fast_count(x, w.size(1), [&](const torch::Tensor& in) { return torch::nn::functional::linear(in, w, b); });
+}
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = rows_to_fast_count(x, in_features, [&](const torch::Tensor& in) {
     if (!is_quantized()) return torch::nn::functional::linear(in, weight, bias);

@@ -50,6 +50,8 @@ struct Nf4Tensor {
 
 /// Row multiple the CPU bf16 path pads a linear layer's input to (see LinearImpl::forward).
 constexpr int64_t kFastRows = 64;
+/// x W^T + b (b may be undefined) with that padding: torch::nn::functional::linear at speed.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
 constexpr int64_t kNf4Block = 64;           ///< QLoRA / bitsandbytes default blocksize for NF4
 constexpr int64_t kNf4DoubleQuantBlock = 256;  ///< bitsandbytes' blocksize for the absmax scales
 
