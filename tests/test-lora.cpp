@@ -536,7 +536,8 @@ TEST(Nf4, LinearForwardBackwardEqualsDenseDequantised) {
 
 // The CPU bf16 path pads more than 64 rows to a multiple of 64 (libtorch 1.13's slow row counts,
 // models/linear.cpp): results must stay those of the unpadded product, in shape and value, for
-// dense and NF4 weights, forward and backward, and for attention with GQA and a mask.
+// dense and NF4 weights, forward and backward. Attention in bf16 with GQA and a mask stays close to
+// float32, and without autograd long inputs run in blocks of query rows: equal to one block.
 TEST(Linear, Bf16RowPaddingKeepsResults) {
   torch::manual_seed(8);
   for (bool nf4 : {false, true}) {
@@ -579,6 +580,23 @@ TEST(Linear, Bf16RowPaddingKeepsResults) {
     auto ref2 = models::attention(q, k, v, torch::Tensor(), 0.25);
     EXPECT_LT((y2.to(torch::kFloat32) - ref2).abs().max().item<double>(), 0.05) << T;
   }
+  // blocks of query rows (no autograd, B * H * T * S above 4M): 520 rows = 4 blocks of 128 + 8
+  const int64_t T = 520;
+  auto q = torch::randn({2, 8, T, 16}), k = torch::randn({2, 4, T, 16}), v = torch::randn({2, 4, T, 16});
+  auto real = torch::ones({2, T}, torch::kBool);
+  real.index_put_({0, torch::indexing::Slice(T - 37, torch::indexing::None)}, false);
+  auto m32 = models::causal_mask(real, 0, torch::kFloat32);
+  auto whole = models::attention(q, k, v, m32, 0.25);  // autograd on: one block
+  torch::Tensor blocks, blocks16;
+  {
+    torch::NoGradGuard ng;
+    blocks = models::attention(q, k, v, m32, 0.25);
+    blocks16 = models::attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16),
+                                 models::causal_mask(real, 0, torch::kBFloat16), 0.25);
+  }
+  ASSERT_EQ(blocks.sizes(), whole.sizes());
+  EXPECT_LT((blocks - whole).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((blocks16.to(torch::kFloat32) - whole).abs().max().item<double>(), 0.05);
 }
 
 TEST(Nf4, QloraModel) {

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include <torch/version.h>
 
 #include "core/error.h"
 #include "models/linear.h"
@@ -145,23 +144,13 @@ constexpr int64_t kAttnBlockRows = 2 * kFastRows;
 // mask [Bm, (1,) T, S] or undefined -> [B, H, T, d]
 static torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& kt, const torch::Tensor& v,
                             const torch::Tensor& mask, double scale, bool no_grad) {
+  // (Padding the query rows to a multiple of 64, as models::Linear does, was measured here too:
+  // neutral on average over 70..1300 rows, up to 2x either way, so not done; the blocks below
+  // give long inputs 128-row products anyway.)
   // GQA without copying k/v: fold each kv head's g query heads into the row dimension.
   // q [B, H, T, d] -> [B, Hkv, g*T, d]; scores [B, Hkv, g*T, S] viewed as [B, Hkv, g, T, S].
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), d = q.size(3);
   const int64_t Hkv = kt.size(1), S = kt.size(3), g = H / Hkv;
-#if TORCH_VERSION_MAJOR < 2
-  // The bf16 CPU matmul's slow row counts (models/linear.cpp rows_to_fast_count) hit both
-  // products here through T (610 query rows: 35 ms per layer instead of 4): queries padded with
-  // zero rows (and the mask with zero rows) to a multiple of kFastRows, the extra rows cut off.
-  if (q.device().is_cpu() && q.scalar_type() == torch::kBFloat16 && T > kFastRows && T % kFastRows != 0) {
-    const int64_t P = (T + kFastRows - 1) / kFastRows * kFastRows;
-    auto qp = torch::cat({q, torch::zeros({B, H, P - T, d}, q.options())}, 2);
-    torch::Tensor mp;
-    if (mask.defined())
-      mp = torch::cat({mask.view({mask.size(0), T, S}), torch::zeros({mask.size(0), P - T, S}, mask.options())}, 1);
-    return attend(qp, kt, v, mp, scale, no_grad).narrow(2, 0, T);
-  }
-#endif
   auto qg = g == 1 ? q : q.reshape({B, Hkv, g * T, d});
   auto scores = torch::matmul(qg, kt);                              // [B, Hkv, g*T, S], model dtype
   if (no_grad) scores.mul_(scale);
@@ -181,7 +170,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         const torch::Tensor& mask, double scale) {
   const bool no_grad = !torch::GradMode::is_enabled() || c10::InferenceMode::is_enabled();
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2);
-  // Without autograd, long inputs go through in blocks of query rows against one contiguous k^T:
+  // Without autograd, long inputs go through in blocks of 128 query rows against one contiguous k^T:
   // the float32 scores of a block stay small (a 672-px Qwen2-VL image: 2304 x 2304 scores x 16
   // heads per layer, 340 MB at once), and the softmax and its casts run on cached data. Rows are
   // independent, so the result is the same up to the matmul's blocking.
