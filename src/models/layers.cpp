@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 
-
 #include "core/error.h"
 #include "models/linear.h"
 
