@@ -39,6 +39,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -311,14 +312,11 @@ int main(int argc, char** argv) {
       for (int r = 0; r <= reps; ++r) {
         t0 = clk::now();
         const double c0 = cpu_secs();
-        torch::Tensor e;
-        if (!profile.empty() && r == reps) {
-          // the torch profiler over the last run: a chrome trace (chrome://tracing, or summed per op)
-          torch::autograd::profiler::RecordProfile guard(str_printf("%s-%s.json", profile.c_str(), w.c_str()));
-          e = enc.forward({&in}, {ids});
-        } else {
-          e = enc.forward({&in}, {ids});
-        }
+        // the torch profiler over the last run: a chrome trace (chrome://tracing, or summed per op)
+        std::optional<torch::autograd::profiler::RecordProfile> prof;
+        if (!profile.empty() && r == reps) prof.emplace(str_printf("%s-%s.json", profile.c_str(), w.c_str()));
+        auto e = enc.forward({&in}, {ids});
+        prof.reset();
         times.push_back(secs(t0));
         cpu.push_back(cpu_secs() - c0);
         TORCH_CHECK(torch::isfinite(e).all().item<bool>(), "bench-memory: non-finite embedding");

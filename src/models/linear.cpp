@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 
 #include <torch/version.h>
 
@@ -290,8 +289,8 @@ torch::Tensor LinearImpl::dense_weight() const {
 // averages 1.14x the best of the three, the split 1.28x, the plain product 1.77x with a worst of
 // 11.7x). Rows are independent: only oneDNN's blocking, and with it the last bf16 rounding, can
 // differ from the unpadded product.
-static torch::Tensor rows_to_fast_count(const torch::Tensor& x, int64_t in_features,
-                                        const std::function<torch::Tensor(const torch::Tensor&)>& f) {
+template <class F>  // F: const torch::Tensor& -> torch::Tensor (no std::function: this is per layer call)
+static torch::Tensor rows_to_fast_count(const torch::Tensor& x, int64_t in_features, const F& f) {
 #if TORCH_VERSION_MAJOR < 2
   if (x.device().is_cpu() && x.scalar_type() == torch::kBFloat16 && x.numel() > 0) {
     const int64_t M = x.numel() / in_features;
