@@ -1,10 +1,13 @@
 // bench-serve: `unime serve` under load against offline embedding of the same inputs.
 //   bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] [--threads 0]
-//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 1]
+//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] [--rounds 3]
 // 1. offline: one Embedder embeds all inputs in batches of --max-batch (what `unime embed` does);
 // 2. served: the same inputs as POST /v1/embeddings from --clients concurrent HTTP clients on
 //    loopback (each sends its requests one after another) to an in-process Server + Batcher with
-//    the same model options; every answer is checked (status, count, dim).
+//    the same model options; every answer is checked (status, count, dim). Clients keep their
+//    connection alive (as the openai client and requests.Session do); --keep-alive 0 connects per request.
+// --rounds N alternates the two N times and reports the median ratio; with N > 1 the offline
+// Embedder stays loaded beside the server's (two copies of the model).
 // Prints throughput (inputs/s), request latency p50/p99, and served / offline throughput, and
 // where the CPU went: the load generator (client threads: JSON, HTTP, checking) shares the cores
 // with the server here, so its share is printed beside the server's CPU per input.
@@ -76,12 +79,18 @@ double percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.empty() ? 0 : v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   unime::early_init(argc, argv);
   std::string model;
-  int clients = 32, requests = 20, ipr = 1, workers = 1;
+  int clients = 32, requests = 20, ipr = 1, workers = 0, keep_alive = 1, rounds = 3;
   unime::EmbedderOptions opt;
   opt.dtype = "f32";
   unime::serve::BatcherOptions bo;
@@ -103,14 +112,17 @@ int main(int argc, char** argv) {
     else if (a == "--max-batch") bo.max_batch = std::stoi(next());
     else if (a == "--max-wait-ms") bo.max_wait_ms = std::stoi(next());
     else if (a == "--workers") workers = std::stoi(next());
+    else if (a == "--keep-alive") keep_alive = std::stoi(next());
+    else if (a == "--rounds") rounds = std::stoi(next());
     else {
       std::fprintf(stderr, "error: unknown option %s (see the header of bench/bench-serve.cpp)\n", a.c_str());
       return 1;
     }
   }
-  if (model.empty() || clients < 1 || requests < 1 || ipr < 1 || workers < 1) {
+  if (model.empty() || clients < 1 || requests < 1 || ipr < 1 || workers < 0 || rounds < 1) {
     std::fprintf(stderr, "usage: bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] "
-                         "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 1]\n");
+                         "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] "
+                         "[--rounds 3]\n");
     return 1;
   }
   try {
@@ -119,22 +131,35 @@ int main(int argc, char** argv) {
     std::vector<unime::EmbedInput> inputs(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) inputs[i].text = texts[i];
     opt.batch_size = bo.max_batch;
-    if (opt.threads > 0 && workers > 1) opt.threads = std::max(1, opt.threads / workers);
 
-    // ---- 1. offline ----
+    // ---- 1. offline: one Embedder, what `unime embed` does ----
     auto emb = unime::Embedder::load(model, opt);
     std::fprintf(stderr, "model: %s\n", emb->describe().c_str());
     emb->embed({inputs.begin(), inputs.begin() + std::min(n, bo.max_batch)});  // warm-up
-    auto t0 = Clock::now();
-    double cpu0 = process_cpu_s();
-    const std::vector<float> offline = emb->embed(inputs);
-    const double offline_s = seconds_since(t0), offline_cpu = process_cpu_s() - cpu0;
+    std::vector<float> offline;
+    // torch's and OpenBLAS's thread counts are process-wide: each phase sets its own (the server's
+    // worker threads keep the count they first ran with)
+    auto offline_round = [&](double& cpu) {
+      unime::set_threads(opt.threads);
+      const auto t0 = Clock::now();
+      const double cpu0 = process_cpu_s();
+      offline = emb->embed(inputs);
+      cpu = process_cpu_s() - cpu0;
+      return seconds_since(t0);
+    };
+    double offline_cpu = 0;
+    double offline_s = offline_round(offline_cpu);
     const int64_t D = emb->dim();
-    emb.reset();
+    if (rounds == 1) emb.reset();  // one copy of the model at a time
 
-    // ---- 2. served ----
+    // ---- 2. served: the same inputs through HTTP ----
+    // the server's workers share the cores as `unime serve` does; offline keeps --threads (what
+    // `unime embed` runs with), so the ratio compares against the best offline set-up
+    if (workers == 0) workers = unime::serve::auto_workers(model, opt.device, opt.threads);
+    unime::EmbedderOptions served_opt = opt;
+    served_opt.threads = unime::threads_per_worker(opt.threads, workers);
     std::vector<std::unique_ptr<unime::Embedder>> embedders;
-    for (int w = 0; w < workers; ++w) embedders.push_back(unime::Embedder::load(model, opt));
+    for (int w = 0; w < workers; ++w) embedders.push_back(unime::Embedder::load(model, served_opt));
     unime::serve::Metrics metrics;
     unime::serve::Batcher batcher(std::move(embedders), bo, metrics);
     unime::serve::ServerOptions so;
@@ -147,69 +172,93 @@ int main(int argc, char** argv) {
       httplib::Client c("127.0.0.1", port);
       c.Post("/v1/embeddings", json{{"input", texts[0]}}.dump(), "application/json");
     }
-    std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
     std::atomic<int> failures{0};
     double max_diff = 0;
     std::mutex diff_mu;
-    double client_cpu = 0;
-    t0 = Clock::now();
-    cpu0 = process_cpu_s();
-    std::vector<std::thread> threads;
-    for (int c = 0; c < clients; ++c) {
-      threads.emplace_back([&, c] {
-        httplib::Client cli("127.0.0.1", port);
-        cli.set_read_timeout(600, 0);
-        double local_diff = 0;
-        for (int r = 0; r < requests; ++r) {
-          const int first = (c * requests + r) * ipr;
-          json in = json::array();
-          for (int k = 0; k < ipr; ++k) in.push_back(texts[first + k]);
-          const auto t = Clock::now();
-          auto res = cli.Post("/v1/embeddings", json{{"input", in}}.dump(), "application/json");
-          lat[c].push_back(seconds_since(t));
-          if (!res || res->status != 200) {
-            ++failures;
-            continue;
-          }
-          const json body = json::parse(res->body);
-          if (body["data"].size() != static_cast<size_t>(ipr)) {
-            ++failures;
-            continue;
-          }
-          for (int k = 0; k < ipr; ++k) {  // batching must not change a vector
-            const json& e = body["data"][k]["embedding"];
-            if (e.size() != static_cast<size_t>(D)) {
+    struct Served {
+      double seconds = 0, server_cpu = 0, client_cpu = 0;
+      std::vector<double> latency;
+    };
+    auto served_round = [&] {
+      unime::set_threads(served_opt.threads);
+      std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
+      double client_cpu = 0;
+      const auto t0 = Clock::now();
+      const double cpu0 = process_cpu_s();
+      std::vector<std::thread> threads;
+      for (int c = 0; c < clients; ++c) {
+        threads.emplace_back([&, c] {
+          httplib::Client cli("127.0.0.1", port);
+          cli.set_read_timeout(600, 0);
+          cli.set_keep_alive(keep_alive != 0);  // as real clients (openai, requests.Session) do
+          cli.set_tcp_nodelay(true);
+          double local_diff = 0;
+          for (int r = 0; r < requests; ++r) {
+            const int first = (c * requests + r) * ipr;
+            json in = json::array();
+            for (int k = 0; k < ipr; ++k) in.push_back(texts[first + k]);
+            const auto t = Clock::now();
+            auto res = cli.Post("/v1/embeddings", json{{"input", in}}.dump(), "application/json");
+            lat[c].push_back(seconds_since(t));
+            if (!res || res->status != 200) {
               ++failures;
-              break;
+              continue;
             }
-            for (int64_t d = 0; d < D; ++d)
-              local_diff = std::max(local_diff, std::abs(e[d].get<double>() - offline[(first + k) * D + d]));
+            const json body = json::parse(res->body);
+            if (body["data"].size() != static_cast<size_t>(ipr)) {
+              ++failures;
+              continue;
+            }
+            for (int k = 0; k < ipr; ++k) {  // batching must not change a vector
+              const json& e = body["data"][k]["embedding"];
+              if (e.size() != static_cast<size_t>(D)) {
+                ++failures;
+                break;
+              }
+              for (int64_t d = 0; d < D; ++d)
+                local_diff = std::max(local_diff, std::abs(e[d].get<double>() - offline[(first + k) * D + d]));
+            }
           }
-        }
-        std::lock_guard<std::mutex> lock(diff_mu);
-        max_diff = std::max(max_diff, local_diff);
-        client_cpu += thread_cpu_s();
-      });
+          std::lock_guard<std::mutex> lock(diff_mu);
+          max_diff = std::max(max_diff, local_diff);
+          client_cpu += thread_cpu_s();
+        });
+      }
+      for (auto& t : threads) t.join();
+      Served out;
+      out.seconds = seconds_since(t0);
+      out.client_cpu = client_cpu;
+      out.server_cpu = process_cpu_s() - cpu0 - client_cpu;
+      for (auto& v : lat) out.latency.insert(out.latency.end(), v.begin(), v.end());
+      return out;
+    };
+
+    // Rounds alternate offline and served so that each ratio compares neighbours in time (this VM's
+    // speed drifts by +-15% between minutes); the summary is the median over rounds.
+    std::vector<double> ratios;
+    for (int round = 0; round < rounds; ++round) {
+      if (round > 0) offline_s = offline_round(offline_cpu);
+      const Served sv = served_round();
+      const double off_tput = n / offline_s, srv_tput = n / sv.seconds;
+      ratios.push_back(srv_tput / off_tput);
+      std::printf("round %d: offline %d inputs in %.2f s = %.1f inputs/s (batch %d, %.2f ms CPU per input); served "
+                  "%.2f s = %.1f inputs/s, %.1f requests/s, latency p50 %.1f ms, p99 %.1f ms, server %.2f ms CPU "
+                  "per input, load generator %.2f ms (%.0f%% of the CPU used while serving); served/offline %.1f%%\n",
+                  round + 1, n, offline_s, off_tput, bo.max_batch, 1e3 * offline_cpu / n, sv.seconds, srv_tput,
+                  clients * requests / sv.seconds, 1e3 * percentile(sv.latency, 0.5),
+                  1e3 * percentile(sv.latency, 0.99), 1e3 * sv.server_cpu / n, 1e3 * sv.client_cpu / n,
+                  100.0 * sv.client_cpu / std::max(1e-9, sv.server_cpu + sv.client_cpu), 100.0 * ratios.back());
+      std::fflush(stdout);
     }
-    for (auto& t : threads) t.join();
-    const double served_s = seconds_since(t0), served_cpu = process_cpu_s() - cpu0;
     server.stop();
     listener.join();
     batcher.stop();
-
-    std::vector<double> all;
-    for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
-    const double off_tput = n / offline_s, srv_tput = n / served_s;
-    std::printf("offline embed: %d inputs in %.2f s = %.1f inputs/s (batch %d)\n", n, offline_s, off_tput, bo.max_batch);
-    std::printf("served: %d clients x %d requests x %d inputs in %.2f s = %.1f inputs/s, %.1f requests/s; "
-                "latency p50 %.1f ms, p99 %.1f ms; failures %d; max |served - offline| %.2e\n",
-                clients, requests, ipr, served_s, srv_tput, clients * requests / served_s, 1e3 * percentile(all, 0.5),
-                1e3 * percentile(all, 0.99), failures.load(), max_diff);
-    std::printf("CPU: offline %.2f ms per input; served: server %.2f ms per input, load generator %.2f ms per "
-                "input (%.0f%% of the CPU used while serving)\n",
-                1e3 * offline_cpu / n, 1e3 * (served_cpu - client_cpu) / n, 1e3 * client_cpu / n,
-                100.0 * client_cpu / std::max(1e-9, served_cpu));
-    std::printf("bench-serve: served/offline throughput = %.1f%% (target >= 80%%)\n", 100.0 * srv_tput / off_tput);
+    std::printf("served: %d clients x %d requests x %d inputs, keep-alive %s, %d worker%s x %d thread%s; failures %d; "
+                "max |served - offline| %.2e\n",
+                clients, requests, ipr, keep_alive ? "on" : "off", workers, workers == 1 ? "" : "s",
+                served_opt.threads, served_opt.threads == 1 ? "" : "s", failures.load(), max_diff);
+    std::printf("bench-serve: served/offline throughput = %.1f%% (median of %d rounds; target >= 80%%)\n",
+                100.0 * median(ratios), rounds);
     return failures.load() == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -299,6 +299,21 @@ TEST(Serve, LoadTest32ClientsBatchedNoneLost) {
   EXPECT_EQ(metric("unime_queue_depth"), 0);
 }
 
+TEST(Serve, KeepAliveConnectionServesManyRequests) {
+  NEED_WORLD();
+  // clients that keep their connection (the openai client does) must not be made to reconnect
+  // every few requests (httplib's default closes after 5)
+  httplib::Client cli("127.0.0.1", W.server->port);
+  cli.set_keep_alive(true);
+  cli.set_read_timeout(60, 0);
+  for (int r = 0; r < 12; ++r) {
+    auto res = cli.Post("/v1/embeddings", json{{"input", W.texts[r % W.n_text()]}}.dump(), "application/json");
+    ASSERT_TRUE(res) << "request " << r;
+    EXPECT_EQ(res->status, 200);
+    EXPECT_NE(res->get_header_value("Connection"), "close") << "the server closed the connection after request " << r;
+  }
+}
+
 TEST(Serve, MetricsAndModels) {
   NEED_WORLD();
   httplib::Client cli("127.0.0.1", W.server->port);

@@ -56,7 +56,7 @@ void register_serve(CLI::App& app) {
     unime::EmbedderOptions opt;
     unime::serve::ServerOptions srv;
     unime::serve::BatcherOptions batch;
-    int workers = 1;
+    int workers = 0;
     CLI::Option* dtype_opt = nullptr;
     CLI::Option* template_opt = nullptr;
   };
@@ -75,8 +75,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--host", a->srv.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", a->srv.port, "port (0 = any free port, printed at start)")->capture_default_str();
   cmd->add_option("--served-model-name", a->srv.model_name, "model id in answers (default: the folder's name)");
-  cmd->add_option("--workers", a->workers, "inference threads, each with its own copy of the model")
-      ->capture_default_str()->check(CLI::Range(1, 64));
+  cmd->add_option("--workers", a->workers,
+                  "inference threads, each with its own copy of the model (0 = auto: one per core for "
+                  "models under 256 MiB on the CPU, else 1)")
+      ->capture_default_str()->check(CLI::Range(0, 64));
   cmd->add_option("--max-batch", a->batch.max_batch, "inputs per forward pass")->capture_default_str()->check(CLI::Range(1, 4096));
   cmd->add_option("--max-wait-ms", a->batch.max_wait_ms, "how long a batch waits to fill")->capture_default_str()->check(CLI::Range(0, 10000));
   cmd->add_option("--max-queue", a->batch.max_queue_inputs, "queued inputs before answering 503")
@@ -119,7 +121,8 @@ void register_serve(CLI::App& app) {
     a->srv.ui = a->ui;
     o.batch_size = a->batch.max_batch;  // one forward pass per dynamic batch
     o.max_image_pixels = a->srv.max_image_pixels;
-    if (o.threads > 0) o.threads = std::max(1, o.threads / a->workers);
+    if (a->workers == 0) a->workers = unime::serve::auto_workers(a->model, o.device, o.threads);
+    o.threads = unime::threads_per_worker(o.threads, a->workers);
     if (a->srv.model_name == "unime") {
       const fs::path p = fs::path(a->model).lexically_normal();
       const std::string name = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
@@ -127,7 +130,8 @@ void register_serve(CLI::App& app) {
     }
     std::vector<std::unique_ptr<unime::Embedder>> embedders;
     for (int i = 0; i < a->workers; ++i) embedders.push_back(unime::Embedder::load(a->model, o));
-    std::fprintf(stderr, "model: %s\n", embedders[0]->describe().c_str());
+    std::fprintf(stderr, "model: %s; %d worker%s x %d thread%s\n", embedders[0]->describe().c_str(), a->workers,
+                 a->workers == 1 ? "" : "s", o.threads, o.threads == 1 ? "" : "s");
     unime::serve::Metrics metrics;
     unime::serve::Batcher batcher(std::move(embedders), a->batch, metrics);
     UNIME_CHECK(!ix || batcher.dim() == ix->dim(), a->index, ": the model gives dim ", batcher.dim(),

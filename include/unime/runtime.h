@@ -26,6 +26,10 @@ bool cpu_has_flag(const std::string& flag);
 /// Sets torch's intra-op threads (0 = number of cores) and returns the count in use.
 int set_threads(int n);
 
+/// Threads for each of `workers` inference workers that share the cores: `threads` (0 = all cores)
+/// divided by workers, at least 1. torch's thread count is process-wide, so every worker gets the same.
+int threads_per_worker(int threads, int workers);
+
 /// Prints an internal (programmer) error in one line and returns exit code 2.
 int report_internal_error(const std::exception& e);
 

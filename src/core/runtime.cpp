@@ -3,13 +3,20 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace unime {
+
+int threads_per_worker(int threads, int workers) {
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, threads / std::max(1, workers));
+}
 
 bool cpu_has_flag(const std::string& flag) {
   std::ifstream in("/proc/cpuinfo");

@@ -2,12 +2,29 @@
 #include "serve/batcher.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <system_error>
+#include <thread>
 
 #include "core/error.h"
 
 namespace unime::serve {
 
 using Clock = std::chrono::steady_clock;
+
+int auto_workers(const std::string& model_dir, const std::string& device, int threads) {
+  if (device != "cpu") return 1;
+  namespace fs = std::filesystem;
+  int64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const auto ext = e.path().extension().string();
+    if (ext == ".safetensors" || ext == ".bin") bytes += static_cast<int64_t>(e.file_size(ec));
+  }
+  if (ec || bytes == 0 || bytes > kSmallModelBytes) return 1;  // unreadable folders fail later, at load
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(threads, 1, 64);
+}
 
 Batcher::Batcher(std::vector<std::unique_ptr<Embedder>> embedders, BatcherOptions opt, Metrics& metrics)
     : embedders_(std::move(embedders)), opt_(opt), metrics_(metrics) {

@@ -39,6 +39,16 @@ struct JobResult {
   int64_t tokens = 0;          ///< real tokens over the job's inputs (OpenAI usage)
 };
 
+/// Models whose weight files take at most this many bytes count as small for auto_workers().
+constexpr int64_t kSmallModelBytes = 256LL << 20;
+
+/// `unime serve --workers 0`: on the CPU, a small model (weights <= kSmallModelBytes; adapters not
+/// counted) gets one single-threaded worker per thread of `threads` (0 = all cores): there, HTTP and
+/// batching cost as much as the model, and one worker's batch runs while another's fills (measured
+/// in README, bench-serve). A larger model, or any GPU device, gets one worker with every thread
+/// (lower latency, one copy of the weights).
+int auto_workers(const std::string& model_dir, const std::string& device, int threads);
+
 class Batcher {
  public:
   /// One inference thread per embedder; all must have the same dim().

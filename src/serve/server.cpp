@@ -212,6 +212,13 @@ struct Server::Impl {
       return new BoundedPool(static_cast<size_t>(opt.http_threads), static_cast<size_t>(opt.max_pending_connections));
     };
     http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
+    // Keep-alive clients (the openai client, requests.Session) send each request in two writes;
+    // without TCP_NODELAY, Nagle + delayed ACK stall each one ~40 ms. httplib closes a kept-alive
+    // connection after 5 requests by default: 1000 here. An idle kept-alive connection holds its
+    // HTTP thread, and SIGTERM waits for it, for up to 2 s.
+    http.set_tcp_nodelay(true);
+    http.set_keep_alive_max_count(1000);
+    http.set_keep_alive_timeout(2);
     http.set_socket_options([this](int fd) {
       int yes = 1;
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));  // httplib's default, minus SO_REUSEPORT
