@@ -168,10 +168,6 @@ int main(int argc, char** argv) {
     unime::serve::Server server(so, batcher, metrics);
     const int port = server.bind();
     std::thread listener([&] { server.listen(); });
-    {  // warm-up request
-      httplib::Client c("127.0.0.1", port);
-      c.Post("/v1/embeddings", json{{"input", texts[0]}}.dump(), "application/json");
-    }
     std::atomic<int> failures{0};
     double max_diff = 0;
     std::mutex diff_mu;
@@ -179,7 +175,7 @@ int main(int argc, char** argv) {
       double seconds = 0, server_cpu = 0, client_cpu = 0;
       std::vector<double> latency;
     };
-    auto served_round = [&] {
+    auto served_round = [&](int requests) {
       unime::set_threads(served_opt.threads);
       std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
       double client_cpu = 0;
@@ -235,19 +231,34 @@ int main(int argc, char** argv) {
 
     // Rounds alternate offline and served so that each ratio compares neighbours in time (this VM's
     // speed drifts by +-15% between minutes); the summary is the median over rounds.
+    // forward passes and inputs so far, from the server's own /metrics text
+    auto batches_so_far = [&] {
+      const std::string m = metrics.render();
+      auto value = [&](const std::string& name) {
+        const auto at = m.find("\n" + name + " ");
+        return at == std::string::npos ? 0.0 : std::stod(m.substr(at + name.size() + 2));
+      };
+      return std::pair<double, double>{value("unime_batch_size_count"), value("unime_inputs_total")};
+    };
+    // warm-up, untimed: every worker and client connection runs once (as offline's warm-up batch)
+    served_round(std::min(requests, 2));
     std::vector<double> ratios;
     for (int round = 0; round < rounds; ++round) {
       if (round > 0) offline_s = offline_round(offline_cpu);
-      const Served sv = served_round();
+      const auto before = batches_so_far();
+      const Served sv = served_round(requests);
+      const auto after = batches_so_far();
+      const double mean_batch = (after.second - before.second) / std::max(1.0, after.first - before.first);
       const double off_tput = n / offline_s, srv_tput = n / sv.seconds;
       ratios.push_back(srv_tput / off_tput);
       std::printf("round %d: offline %d inputs in %.2f s = %.1f inputs/s (batch %d, %.2f ms CPU per input); served "
                   "%.2f s = %.1f inputs/s, %.1f requests/s, latency p50 %.1f ms, p99 %.1f ms, server %.2f ms CPU "
-                  "per input, load generator %.2f ms (%.0f%% of the CPU used while serving); served/offline %.1f%%\n",
+                  "per input, load generator %.2f ms (%.0f%% of the CPU used while serving), %.1f inputs per forward pass; "
+                  "served/offline %.1f%%\n",
                   round + 1, n, offline_s, off_tput, bo.max_batch, 1e3 * offline_cpu / n, sv.seconds, srv_tput,
                   clients * requests / sv.seconds, 1e3 * percentile(sv.latency, 0.5),
                   1e3 * percentile(sv.latency, 0.99), 1e3 * sv.server_cpu / n, 1e3 * sv.client_cpu / n,
-                  100.0 * sv.client_cpu / std::max(1e-9, sv.server_cpu + sv.client_cpu), 100.0 * ratios.back());
+                  100.0 * sv.client_cpu / std::max(1e-9, sv.server_cpu + sv.client_cpu), mean_batch, 100.0 * ratios.back());
       std::fflush(stdout);
     }
     server.stop();

@@ -67,10 +67,12 @@ int64_t Batcher::queued_inputs() const {
 }
 
 void Batcher::run(Embedder& emb) {
-  // A batch waits for company at most max_wait_ms, and at most a quarter of this worker's last
-  // batch's compute time: waiting longer than the work it batches cannot pay off (a 0.3 ms-per-
-  // input model lost a third of its served throughput to a fixed 5 ms wait).
-  double last_batch_s = 0;
+  // A batch waits for company at most max_wait_ms, and at most a quarter of what a full batch
+  // would take at this worker's last per-input compute time: waiting longer than the work it
+  // batches cannot pay off (a 0.3 ms-per-input model lost a third of its served throughput to a
+  // fixed 5 ms wait). Scaled to a full batch, not the last one: small batches must not shorten
+  // the wait that would let the next one grow.
+  double per_input_s = 0;
   for (;;) {
     std::vector<std::unique_ptr<Job>> jobs;
     {
@@ -86,7 +88,7 @@ void Batcher::run(Embedder& emb) {
       };
       take();
       const auto wait = std::min(std::chrono::duration<double>(opt_.max_wait_ms / 1000.0),
-                                 std::chrono::duration<double>(last_batch_s / 4));
+                                 std::chrono::duration<double>(per_input_s * opt_.max_batch / 4));
       const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(wait);
       for (;;) {
         while (!queue_.empty() && n + static_cast<int64_t>(queue_.front()->inputs.size()) <= opt_.max_batch) take();
@@ -100,9 +102,11 @@ void Batcher::run(Embedder& emb) {
     }
     // another thread may take the rest of the queue while this one computes
     cv_.notify_one();
+    int64_t inputs = 0;
+    for (const auto& j : jobs) inputs += static_cast<int64_t>(j->inputs.size());
     const auto t0 = Clock::now();
     process(emb, jobs);
-    last_batch_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    per_input_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(std::max<int64_t>(1, inputs));
   }
 }
 
