@@ -1,6 +1,6 @@
 // bench-serve: `unime serve` under load against offline embedding of the same inputs.
-//   bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] [--threads 0]
-//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] [--rounds 3]
+//   bench-serve --model DIR [--clients 32] [--requests 50] [--inputs-per-request 1] [--threads 0]
+//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] [--rounds 5]
 // 1. offline: one Embedder embeds all inputs in batches of --max-batch (what `unime embed` does);
 // 2. served: the same inputs as POST /v1/embeddings from --clients concurrent HTTP clients on
 //    loopback (each sends its requests one after another) to an in-process Server + Batcher with
@@ -90,7 +90,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   unime::early_init(argc, argv);
   std::string model;
-  int clients = 32, requests = 20, ipr = 1, workers = 0, keep_alive = 1, rounds = 3;
+  int clients = 32, requests = 50, ipr = 1, workers = 0, keep_alive = 1, rounds = 5;
   unime::EmbedderOptions opt;
   opt.dtype = "f32";
   unime::serve::BatcherOptions bo;
@@ -120,9 +120,9 @@ int main(int argc, char** argv) {
     }
   }
   if (model.empty() || clients < 1 || requests < 1 || ipr < 1 || workers < 0 || rounds < 1) {
-    std::fprintf(stderr, "usage: bench-serve --model DIR [--clients 32] [--requests 20] [--inputs-per-request 1] "
+    std::fprintf(stderr, "usage: bench-serve --model DIR [--clients 32] [--requests 50] [--inputs-per-request 1] "
                          "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] "
-                         "[--rounds 3]\n");
+                         "[--rounds 5]\n");
     return 1;
   }
   try {
