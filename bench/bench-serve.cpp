@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
       double seconds = 0, server_cpu = 0, client_cpu = 0;
       std::vector<double> latency;
     };
-    auto served_round = [&](int requests) {
+    auto served_round = [&](int per_client) {
       unime::set_threads(served_opt.threads);
       std::vector<std::vector<double>> lat(static_cast<size_t>(clients));
       double client_cpu = 0;
@@ -189,8 +189,8 @@ int main(int argc, char** argv) {
           cli.set_keep_alive(keep_alive != 0);  // as real clients (openai, requests.Session) do
           cli.set_tcp_nodelay(true);
           double local_diff = 0;
-          for (int r = 0; r < requests; ++r) {
-            const int first = (c * requests + r) * ipr;
+          for (int r = 0; r < per_client; ++r) {
+            const int first = (c * per_client + r) * ipr;
             json in = json::array();
             for (int k = 0; k < ipr; ++k) in.push_back(texts[first + k]);
             const auto t = Clock::now();
@@ -230,25 +230,17 @@ int main(int argc, char** argv) {
     };
 
     // Rounds alternate offline and served so that each ratio compares neighbours in time (this VM's
-    // speed drifts by +-15% between minutes); the summary is the median over rounds.
-    // forward passes and inputs so far, from the server's own /metrics text
-    auto batches_so_far = [&] {
-      const std::string m = metrics.render();
-      auto value = [&](const std::string& name) {
-        const auto at = m.find("\n" + name + " ");
-        return at == std::string::npos ? 0.0 : std::stod(m.substr(at + name.size() + 2));
-      };
-      return std::pair<double, double>{value("unime_batch_size_count"), value("unime_inputs_total")};
-    };
+    // speed drifts between minutes: single rounds move by +-25 points); the summary is the median.
     // warm-up, untimed: every worker and client connection runs once (as offline's warm-up batch)
     served_round(std::min(requests, 2));
     std::vector<double> ratios;
     for (int round = 0; round < rounds; ++round) {
       if (round > 0) offline_s = offline_round(offline_cpu);
-      const auto before = batches_so_far();
+      const auto before = metrics.totals();
       const Served sv = served_round(requests);
-      const auto after = batches_so_far();
-      const double mean_batch = (after.second - before.second) / std::max(1.0, after.first - before.first);
+      const auto after = metrics.totals();
+      const double mean_batch = static_cast<double>(after.inputs - before.inputs) /
+                                static_cast<double>(std::max<uint64_t>(1, after.batches - before.batches));
       const double off_tput = n / offline_s, srv_tput = n / sv.seconds;
       ratios.push_back(srv_tput / off_tput);
       std::printf("round %d: offline %d inputs in %.2f s = %.1f inputs/s (batch %d, %.2f ms CPU per input); served "

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <system_error>
-#include <thread>
 
 #include "core/error.h"
+#include "unime/runtime.h"
 
 namespace unime::serve {
 
@@ -22,8 +22,7 @@ int auto_workers(const std::string& model_dir, const std::string& device, int th
     if (ext == ".safetensors" || ext == ".bin") bytes += static_cast<int64_t>(e.file_size(ec));
   }
   if (ec || bytes == 0 || bytes > kSmallModelBytes) return 1;  // unreadable folders fail later, at load
-  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  return std::clamp(threads, 1, 64);
+  return std::min(threads_per_worker(threads, 1), 64);  // one per thread, 0 = all cores
 }
 
 Batcher::Batcher(std::vector<std::unique_ptr<Embedder>> embedders, BatcherOptions opt, Metrics& metrics)
@@ -75,11 +74,11 @@ void Batcher::run(Embedder& emb) {
   double per_input_s = 0;
   for (;;) {
     std::vector<std::unique_ptr<Job>> jobs;
+    int64_t n = 0;  // inputs in the batch
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping and drained
-      int64_t n = 0;
       auto take = [&] {
         n += static_cast<int64_t>(queue_.front()->inputs.size());
         queued_inputs_ -= static_cast<int64_t>(queue_.front()->inputs.size());
@@ -102,11 +101,9 @@ void Batcher::run(Embedder& emb) {
     }
     // another thread may take the rest of the queue while this one computes
     cv_.notify_one();
-    int64_t inputs = 0;
-    for (const auto& j : jobs) inputs += static_cast<int64_t>(j->inputs.size());
     const auto t0 = Clock::now();
     process(emb, jobs);
-    per_input_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(std::max<int64_t>(1, inputs));
+    per_input_s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(std::max<int64_t>(1, n));
   }
 }
 

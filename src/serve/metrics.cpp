@@ -45,6 +45,19 @@ void Metrics::count_error(int status) {
   ++errors_[status];
 }
 
+uint64_t Histogram::count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return count_;
+}
+
+Metrics::Totals Metrics::totals() const {
+  Totals t;
+  t.batches = batch_size_.count();  // its own lock, not nested in mu_
+  std::lock_guard<std::mutex> lock(mu_);
+  t.inputs = inputs_;
+  return t;
+}
+
 void Metrics::observe_batch(int64_t inputs, int64_t tokens, double seconds) {
   batch_size_.observe(static_cast<double>(inputs));
   std::lock_guard<std::mutex> lock(mu_);

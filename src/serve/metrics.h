@@ -17,6 +17,7 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> bounds);
   void observe(double v);
+  uint64_t count() const;
   /// `name_bucket{le=...}`, `name_sum`, `name_count` lines.
   std::string render(const std::string& name, const std::string& help) const;
 
@@ -39,6 +40,11 @@ class Metrics {
   void observe_latency(double seconds) { latency_.observe(seconds); }
   /// The whole page for GET /metrics.
   std::string render() const;
+  /// Forward passes and inputs embedded so far (unime_batch_size_count, unime_inputs_total).
+  struct Totals {
+    uint64_t batches = 0, inputs = 0;
+  };
+  Totals totals() const;
 
  private:
   mutable std::mutex mu_;
