@@ -1,6 +1,6 @@
 // bench-serve: `unime serve` under load against offline embedding of the same inputs.
 //   bench-serve --model DIR [--clients 32] [--requests 50] [--inputs-per-request 1] [--threads 0]
-//               [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] [--rounds 5]
+//               [--dtype f32] [--max-batch 32] [--max-wait-ms 0] [--workers 0] [--worker-threads 0] [--keep-alive 1] [--rounds 5]
 // 1. offline: one Embedder embeds all inputs in batches of --max-batch (what `unime embed` does);
 // 2. served: the same inputs as POST /v1/embeddings from --clients concurrent HTTP clients on
 //    loopback (each sends its requests one after another) to an in-process Server + Batcher with
@@ -8,6 +8,7 @@
 //    connection alive (as the openai client and requests.Session do); --keep-alive 0 connects per request.
 // --rounds N alternates the two N times and reports the median ratio; with N > 1 the offline
 // Embedder stays loaded beside the server's (two copies of the model).
+// --worker-threads N gives each server worker N threads (default: the cores shared out, as `unime serve`).
 // Prints throughput (inputs/s), request latency p50/p99, and served / offline throughput, and
 // where the CPU went: the load generator (client threads: JSON, HTTP, checking) shares the cores
 // with the server here, so its share is printed beside the server's CPU per input.
@@ -90,7 +91,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   unime::early_init(argc, argv);
   std::string model;
-  int clients = 32, requests = 50, ipr = 1, workers = 0, keep_alive = 1, rounds = 5;
+  int clients = 32, requests = 50, ipr = 1, workers = 0, worker_threads = 0, keep_alive = 1, rounds = 5;
   unime::EmbedderOptions opt;
   opt.dtype = "f32";
   unime::serve::BatcherOptions bo;
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-batch") bo.max_batch = std::stoi(next());
     else if (a == "--max-wait-ms") bo.max_wait_ms = std::stoi(next());
     else if (a == "--workers") workers = std::stoi(next());
+    else if (a == "--worker-threads") worker_threads = std::stoi(next());
     else if (a == "--keep-alive") keep_alive = std::stoi(next());
     else if (a == "--rounds") rounds = std::stoi(next());
     else {
@@ -121,7 +123,7 @@ int main(int argc, char** argv) {
   }
   if (model.empty() || clients < 1 || requests < 1 || ipr < 1 || workers < 0 || rounds < 1) {
     std::fprintf(stderr, "usage: bench-serve --model DIR [--clients 32] [--requests 50] [--inputs-per-request 1] "
-                         "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 5] [--workers 0] [--keep-alive 1] "
+                         "[--threads 0] [--dtype f32] [--max-batch 32] [--max-wait-ms 0] [--workers 0] [--worker-threads 0] [--keep-alive 1] "
                          "[--rounds 5]\n");
     return 1;
   }
@@ -157,7 +159,7 @@ int main(int argc, char** argv) {
     // `unime embed` runs with), so the ratio compares against the best offline set-up
     if (workers == 0) workers = unime::serve::auto_workers(model, opt.device, opt.threads);
     unime::EmbedderOptions served_opt = opt;
-    served_opt.threads = unime::threads_per_worker(opt.threads, workers);
+    served_opt.threads = worker_threads > 0 ? worker_threads : unime::threads_per_worker(opt.threads, workers);
     std::vector<std::unique_ptr<unime::Embedder>> embedders;
     for (int w = 0; w < workers; ++w) embedders.push_back(unime::Embedder::load(model, served_opt));
     unime::serve::Metrics metrics;

@@ -80,7 +80,7 @@ void register_serve(CLI::App& app) {
                   "models under 256 MiB on the CPU, else 1)")
       ->capture_default_str()->check(CLI::Range(0, 64));
   cmd->add_option("--max-batch", a->batch.max_batch, "inputs per forward pass")->capture_default_str()->check(CLI::Range(1, 4096));
-  cmd->add_option("--max-wait-ms", a->batch.max_wait_ms, "how long a batch waits to fill")->capture_default_str()->check(CLI::Range(0, 10000));
+  cmd->add_option("--max-wait-ms", a->batch.max_wait_ms, "how long a batch may wait for more jobs (0: a free worker takes what is queued at once)")->capture_default_str()->check(CLI::Range(0, 10000));
   cmd->add_option("--max-queue", a->batch.max_queue_inputs, "queued inputs before answering 503")
       ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   cmd->add_option("--max-inputs", a->srv.max_inputs, "inputs per request")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));

@@ -32,6 +32,7 @@
 #include "io/jsonl.h"
 #include "io/npy.h"
 #include "text/bpe-train.h"
+#include "text/prompt.h"
 #include "train/pretrain.h"
 #include "train/trainer.h"
 #include "unime/embedder.h"
@@ -55,6 +56,7 @@ struct Plan {
   int64_t pre_steps = 0, pre_batch = 16;
   std::string dtype = "f32";  // every step: at this size f32 beats bf16 (eager overhead dominates)
   double pre_lr = 1e-3;
+  double pre_summary = 0;  // weight of stage 0's scene-summary objective (train::PretrainOptions)
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
@@ -76,7 +78,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -455,6 +457,14 @@ int run_demo(const DemoOptions& o) {
     po.steps = p.pre_steps;
     po.batch_size = p.pre_batch;
     po.lr = p.pre_lr;
+    if (p.pre_summary > 0) {
+      // the image prompts the pipeline embeds images with: the template's own, and the instructions
+      // of image candidates and of image -> caption queries
+      const auto tmpl = text::load_template("plain");
+      for (const char* ins : {"", data::world::kInstrI2T, data::world::kTgtImage})
+        po.summary_prompts.push_back(text::render_prompt(tmpl, ins, "", 1));
+      po.summary_weight = p.pre_summary;
+    }
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;
@@ -465,7 +475,8 @@ int run_demo(const DemoOptions& o) {
            {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image},
            {"vision_first_loss", r.vision_first_loss}, {"vision_last_loss", r.vision_last_loss},
            {"vision_accuracy", r.vision_accuracy}, {"vision_colour_accuracy", r.vision_colour_accuracy},
-           {"vision_shape_accuracy", r.vision_shape_accuracy}};
+           {"vision_shape_accuracy", r.vision_shape_accuracy},
+           {"summary_first_loss", r.summary_first_loss}, {"summary_last_loss", r.summary_last_loss}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));

@@ -66,7 +66,7 @@ int64_t Batcher::queued_inputs() const {
 }
 
 void Batcher::run(Embedder& emb) {
-  // A batch waits for company at most max_wait_ms, and at most a quarter of what a full batch
+  // With max_wait_ms > 0 a batch waits for company at most that long, and at most a quarter of what a full batch
   // would take at this worker's last per-input compute time: waiting longer than the work it
   // batches cannot pay off (a 0.3 ms-per-input model lost a third of its served throughput to a
   // fixed 5 ms wait). Scaled to a full batch, not the last one: small batches must not shorten

@@ -1,7 +1,8 @@
 // Request queue + dynamic batching for `unime serve` (the "queue" and "infer" parts of TEI's
 // router split). HTTP threads submit one job per request; a fixed pool of inference threads, each
 // owning its own Embedder (Embedder is not thread-safe), takes whole jobs from a bounded queue
-// until a batch holds max_batch inputs or max_wait_ms has passed since its first job, and runs one
+// until a batch holds max_batch inputs or the queue is empty (optionally waiting up to max_wait_ms
+// after its first job for more), and runs one
 // embed() over them. A job is never split across batches. Batching never changes a vector
 // (Embedder positions each input from its own tokens), which tests/test-serve.cpp checks.
 // Legend: N inputs of one job, D embedding dim.
@@ -26,8 +27,11 @@ namespace unime::serve {
 
 struct BatcherOptions {
   int max_batch = 32;               ///< inputs per forward pass (a bigger single job runs alone)
-  int max_wait_ms = 5;              ///< how long the first job of a batch waits for company, at
-                                    ///< most (and at most 1/4 of the worker's last batch time)
+  /// How long the first job of a batch may wait for company (and at most a quarter of a full
+  /// batch's time at the worker's last per-input time). 0 (default): a free worker takes what is
+  /// queued at once, as TEI and vLLM do - jobs that arrive meanwhile make the next batch; waiting
+  /// idles the cores while the clients of the batch being filled cannot send (README, bench-serve).
+  int max_wait_ms = 0;
   int64_t max_queue_inputs = 8192;  ///< queued inputs beyond this are refused (HTTP 503)
   int64_t max_input_tokens = 0;     ///< per input, 0 = the model's own limit
 };

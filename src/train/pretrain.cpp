@@ -148,9 +148,9 @@ VisionLabels read_vision_labels(const std::string& path) {
 
 // The vision warm-up: ViT + projector + a temporary linear head over the F feature tokens, one
 // cross-entropy per label (cells' colour / shape / size, tone, texture), AdamW + cosine.
-void vision_warmup(models::Model& model, const PretrainOptions& o, const std::vector<torch::Tensor>& pixels,
-                   const std::map<std::string, int64_t>& image_index, PretrainResult& res) {
-  const VisionLabels L = read_vision_labels(o.vision_labels);
+void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionLabels& L,
+                   const std::vector<torch::Tensor>& pixels, const std::map<std::string, int64_t>& image_index,
+                   PretrainResult& res) {
   // pixel-table rows with labels and their targets; every 8th labelled image (at most 256) is held
   // out: the accuracy is measured on images the warm-up never trained on
   struct Set {
@@ -274,6 +274,24 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const std::ve
   }
 }
 
+// The scene-summary loss: one cross-entropy per label group (cells' colour / shape / size, tone,
+// texture) of the head's logits [B, width] against the targets [B, L.width()], averaged.
+torch::Tensor summary_loss(const VisionLabels& L, const torch::Tensor& logits, const torch::Tensor& targets) {
+  const int64_t B = logits.size(0);
+  auto parts = logits.split({L.cells * L.colours, L.cells * L.shapes, L.cells * L.sizes, L.tones, L.textures}, 1);
+  const std::vector<std::pair<int64_t, int64_t>> groups = {
+      {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
+  torch::Tensor loss = torch::zeros({});
+  int64_t col = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto [n, k] = groups[g];
+    loss = loss + torch::nn::functional::cross_entropy(parts[g].reshape({B * n, k}),
+                                                       targets.narrow(1, col, n).reshape({B * n}));
+    col += n;
+  }
+  return loss / static_cast<double>(groups.size());
+}
+
 }  // namespace
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
@@ -350,7 +368,39 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   }
 
   PretrainResult res;
-  if (o.vision_steps > 0) vision_warmup(*model, o, pixels, image_index, res);
+  const bool summary = o.summary_weight > 0;
+  UNIME_CHECK(!summary || (!o.vision_labels.empty() && !o.summary_prompts.empty()),
+              "pretrain: the scene-summary objective needs scene labels and at least one prompt");
+  VisionLabels labels;
+  if (o.vision_steps > 0 || summary) labels = read_vision_labels(o.vision_labels);
+  if (o.vision_steps > 0) vision_warmup(*model, o, labels, pixels, image_index, res);
+
+  // the scene-summary prompts, tokenized as the embedder does (bos, image placeholder -> F tokens),
+  // and each example's labels (nullptr: unlabelled image)
+  std::vector<std::vector<int64_t>> summary_ids;
+  std::vector<const std::vector<int64_t>*> example_labels(examples.size(), nullptr);
+  torch::nn::Linear summary_head{nullptr};
+  if (summary) {
+    for (const auto& prompt : o.summary_prompts) {
+      std::vector<int64_t> ids;
+      int images = 0;
+      for (int32_t id : tok.encode(prompt, true)) {
+        if (id == image_token) ids.insert(ids.end(), F, image_token), ++images;
+        else ids.push_back(id);
+      }
+      UNIME_CHECK(images == 1, "pretrain: the summary prompt '", prompt, "' must hold the image placeholder '",
+                  *image_token_text, "' exactly once");
+      summary_ids.push_back(std::move(ids));
+    }
+    int64_t labelled = 0;
+    for (const auto& [path, i] : image_index) {
+      auto it = labels.by_image.find(path);
+      if (it != labels.by_image.end()) example_labels[static_cast<size_t>(i)] = &it->second, ++labelled;
+    }
+    UNIME_CHECK(labelled > 0, o.vision_labels, ": labels none of the pretraining images");
+    const int64_t width = labels.cells * (labels.colours + labels.shapes + labels.sizes) + labels.tones + labels.textures;
+    summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
+  }
 
   std::vector<torch::Tensor> params;
   for (auto& [name, p] : model->named_parameters()) {
@@ -361,6 +411,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // AdamW without decay on norms and biases (1-D), as is usual for transformer LMs
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : params) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  if (summary)  // the temporary head trains with the model and is not saved
+    for (auto& p : summary_head->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
                                  torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).weight_decay(o.weight_decay)));
@@ -385,8 +437,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
 
   // The loss of a batch of examples, packed back to back with attention within each; image_of
   // picks each example's image (the examples' own, or another one for the diagnostic below).
-  auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of) {
-    std::vector<int64_t> ids, lens, targets, target_pos;
+  // With the summary objective, each labelled image is also packed once behind a random summary
+  // prompt (its own sequence); returns the next-token loss, its target count and the summary loss.
+  std::vector<double> summary_losses;
+  auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
+                        bool with_summary) {
+    std::vector<int64_t> ids, lens, targets, target_pos, summary_pos, summary_targets;
     std::vector<torch::Tensor> px;
     for (size_t b = 0; b < batch.size(); ++b) {
       const Example& ex = examples[batch[b]];
@@ -405,6 +461,17 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       lens.push_back(static_cast<int64_t>(ids.size()) - off);
       px.push_back(pixels[examples[image_of[b]].image]);
     }
+    if (with_summary)
+      for (size_t b = 0; b < batch.size(); ++b) {
+        const auto* lab = example_labels[static_cast<size_t>(examples[image_of[b]].image)];
+        if (!lab) continue;
+        const auto& prompt = summary_ids[std::uniform_int_distribution<size_t>(0, summary_ids.size() - 1)(rng)];
+        ids.insert(ids.end(), prompt.begin(), prompt.end());
+        lens.push_back(static_cast<int64_t>(prompt.size()));
+        summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
+        summary_targets.insert(summary_targets.end(), lab->begin(), lab->end());
+        px.push_back(pixels[examples[image_of[b]].image]);
+      }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
     auto real = torch::ones_like(ids_t, torch::kBool);
     if (bf16) {
@@ -417,11 +484,17 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
     auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32),
                                                      torch::tensor(targets, torch::kInt64));
+    torch::Tensor sloss;
+    if (!summary_pos.empty()) {
+      auto state = model->decoder_->norm(h.index_select(0, torch::tensor(summary_pos, torch::kInt64)));
+      auto st = torch::tensor(summary_targets, torch::kInt64).view({static_cast<int64_t>(summary_pos.size()), labels.width()});
+      sloss = summary_loss(labels, summary_head(state).to(torch::kFloat32), st);
+    }
     if (bf16) {
       at::autocast::set_cpu_enabled(false);
       at::autocast::clear_cache();
     }
-    return std::make_pair(loss, static_cast<int64_t>(targets.size()));
+    return std::make_tuple(loss, static_cast<int64_t>(targets.size()), sloss);
   };
 
   for (int64_t step = 1; step <= o.steps; ++step) {
@@ -436,9 +509,14 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       batch.push_back(order[cursor++]);
       std::shuffle(examples[batch.back()].segs.begin(), examples[batch.back()].segs.end(), rng);
     }
-    auto [loss, n_targets] = batch_loss(batch, batch);
+    auto [loss, n_targets, sloss] = batch_loss(batch, batch, summary);
     optim.zero_grad();
-    loss.backward();
+    if (sloss.defined()) {
+      summary_losses.push_back(sloss.item<double>());
+      (loss + o.summary_weight * sloss).backward();
+    } else {
+      loss.backward();
+    }
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
     optim.step();
     const double l = loss.item<double>();
@@ -446,8 +524,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                 "; lower the learning rate (", o.lr, ")");
     losses.push_back(l);
     res.tokens += n_targets;
-    metrics << json{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", n_targets}}.dump() << "\n";
-    if (!o.quiet) bar.update(step, str("loss ", static_cast<int64_t>(l * 1000) / 1000.0));
+    json line{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", n_targets}};
+    if (sloss.defined()) line["summary_loss"] = summary_losses.back();
+    metrics << line.dump() << "\n";
+    if (!o.quiet)
+      bar.update(step, str("loss ", static_cast<int64_t>(l * 1000) / 1000.0,
+                           sloss.defined() ? str(" summary ", static_cast<int64_t>(summary_losses.back() * 1000) / 1000.0) : ""));
   }
   if (!o.quiet) bar.finish();
   metrics.close();
@@ -455,6 +537,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const int64_t k = std::min<int64_t>(10, static_cast<int64_t>(losses.size()));
   res.first_loss = mean(losses.begin(), losses.begin() + k);
   res.last_loss = mean(losses.end() - k, losses.end());
+  if (!summary_losses.empty()) {
+    const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(summary_losses.size()));
+    res.summary_first_loss = mean(summary_losses.begin(), summary_losses.begin() + ks);
+    res.summary_last_loss = mean(summary_losses.end() - ks, summary_losses.end());
+  }
   // Does the model look at the image? The loss on up to 64 examples with their own image and
   // with another example's image (the next one in the list): a model that ignores pixels scores
   // the same on both.
@@ -464,8 +551,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     std::vector<int64_t> batch, shifted;
     const int64_t n = std::min<int64_t>(64, static_cast<int64_t>(examples.size()));
     for (int64_t i = 0; i < n; ++i) batch.push_back(i), shifted.push_back((i + 1) % n);
-    res.loss_own_image = batch_loss(batch, batch).first.item<double>();
-    res.loss_other_image = batch_loss(batch, shifted).first.item<double>();
+    res.loss_own_image = std::get<0>(batch_loss(batch, batch, false)).item<double>();
+    res.loss_other_image = std::get<0>(batch_loss(batch, shifted, false)).item<double>();
   }
   save_checkpoint(*model, o, tmp);
   fs::remove_all(out);

@@ -31,6 +31,15 @@ struct PretrainOptions {
   std::string vision_labels;
   int64_t vision_steps = 0, vision_batch = 64;
   double vision_lr = 1e-3;
+  /// Optional scene-summary objective during next-token pretraining (needs vision_labels): each
+  /// labelled image in a step is also run through one of these embedding prompts (full prompt
+  /// strings with the image placeholder, tokenized as `unime embed` does), and a temporary linear
+  /// head on the final-norm state of the prompt's last token - the state an embedding is pooled
+  /// from - predicts the image's scene labels (every cell's colour, shape and size, the background).
+  /// A web-scale MLLM's last token summarises what it sees; a toy one learns it here.
+  /// The loss is added with summary_weight (0 = off).
+  std::vector<std::string> summary_prompts;
+  double summary_weight = 0;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -47,6 +56,7 @@ struct PretrainResult {
   double vision_first_loss = 0, vision_last_loss = 0;  ///< the vision warm-up (means of 10 steps)
   double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (held-out images: every 8th, at most 256)
   double vision_colour_accuracy = 0, vision_shape_accuracy = 0;  ///< the same, per label
+  double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
 
