@@ -10,6 +10,7 @@
 
 #include "data/world.h"
 #include "io/fs.h"
+#include "io/safetensors.h"
 #include "text/bpe-train.h"
 #include "train/pretrain.h"
 #include "unime/random-model.h"
@@ -131,4 +132,37 @@ TEST(Pretrain, BadLabelFilesNameTheProblem) {
                "[{\"shape\": \"star\", \"colour\": \"red\", \"size\": \"small\", \"row\": 0, \"col\": 0}]}\n",
                "labels for 0 of the training images");
   expect_error("{not json\n", "bad-scenes.jsonl");
+}
+
+TEST(Pretrain, SceneSummaryObjectiveLearnsFromTheEmbeddingToken) {
+  auto o = options("summary");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.summary_prompts = {"<image>\nSummary above image in one word:", "<image>\nRepresent the given image."};
+  o.summary_weight = 1.0;
+  o.steps = 80;
+  o.lr = 2e-3;
+  o.warmup_steps = 5;
+  auto r = train::run_pretrain(o);
+  std::printf("scene summary: loss %.3f -> %.3f\n", r.summary_first_loss, r.summary_last_loss);
+  EXPECT_LT(r.summary_last_loss, 0.6 * r.summary_first_loss);
+  EXPECT_TRUE(fs::exists(fs::path(o.output) / "model.safetensors"));
+  // the temporary head is not part of the checkpoint: the same tensors as without the objective
+  auto keys = [](const fs::path& f) {
+    std::vector<std::string> k;
+    const auto file = io::SafetensorsFile::open(f.string());
+    for (const auto& [name, info] : file->tensors()) k.push_back(name);
+    return k;
+  };
+  auto plain = options("summary-off");
+  train::run_pretrain(plain);
+  EXPECT_EQ(keys(fs::path(o.output) / "model.safetensors"), keys(fs::path(plain.output) / "model.safetensors"));
+
+  auto bad = options("summary-bad");
+  bad.vision_labels = o.vision_labels;
+  bad.summary_weight = 1.0;
+  bad.summary_prompts = {"Summary above image in one word:"};
+  const std::string e = error_of(bad);
+  EXPECT_NE(e.find("must hold the image placeholder"), std::string::npos) << e;
+  bad.summary_prompts.clear();
+  EXPECT_NE(error_of(bad).find("needs scene labels and at least one prompt"), std::string::npos);
 }
