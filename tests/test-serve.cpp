@@ -135,7 +135,7 @@ struct World {
     ref = io::read_npy_f32(tmp / "ref.npy");
     server = std::make_unique<ServerProc>(model, tmp / "server.log",
                                           std::vector<std::string>{"--max-inputs", "8", "--max-body-bytes", "65536",
-                                                                   "--max-queue", "256", "--max-wait-ms", "5"});
+                                                                   "--max-queue", "256"});
     if (server->port == 0) throw std::runtime_error("server did not start: " + test::read_text(tmp / "server.log"));
   }
   int64_t D() const { return ref.shape[1]; }
