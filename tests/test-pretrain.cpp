@@ -166,3 +166,30 @@ TEST(Pretrain, SceneSummaryObjectiveLearnsFromTheEmbeddingToken) {
   bad.summary_prompts.clear();
   EXPECT_NE(error_of(bad).find("needs scene labels and at least one prompt"), std::string::npos);
 }
+
+TEST(Pretrain, SummaryPairTargetsMarkEachColourShapePairOnce) {
+  // 4 cells, colours {empty, blue, red}, shapes {empty, circle, square, star}; layout [colour x 4, shape x 4, ...]
+  const std::vector<int64_t> labels = {1, 2, 0, 1, /*shapes*/ 2, 2, 0, 2, /*sizes*/ 1, 1, 0, 1, /*tone, texture*/ 0, 0};
+  // blue square (cells 0 and 3: counted once), red square; colour-major over (colour-1) x (shape-1)
+  EXPECT_EQ(train::summary_pair_targets(labels, 4, 3, 4), (std::vector<float>{0, 1, 0, 0, 1, 0}));
+  // an empty cell with a stray shape label, and the reverse, mark nothing
+  EXPECT_EQ(train::summary_pair_targets({0, 1, 3, 0}, 2, 3, 4), (std::vector<float>(6, 0.f)));
+  EXPECT_THROW(train::summary_pair_targets({3, 1}, 1, 3, 4), std::exception);  // colour class 3 of 3
+  EXPECT_THROW(train::summary_pair_targets({1}, 1, 3, 4), std::exception);     // too few labels
+}
+
+TEST(Pretrain, SceneSummaryPairsTargetTrains) {
+  auto o = options("summary-pairs");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.summary_prompts = {"<image>\nSummary above image in one word:"};
+  o.summary_weight = 1.0;
+  o.summary_target = "pairs";
+  o.steps = 80;
+  o.lr = 2e-3;
+  o.warmup_steps = 5;
+  auto r = train::run_pretrain(o);
+  std::printf("scene summary (pairs): loss %.3f -> %.3f\n", r.summary_first_loss, r.summary_last_loss);
+  EXPECT_LT(r.summary_last_loss, 0.5 * r.summary_first_loss);
+  o.summary_target = "objects";
+  EXPECT_NE(error_of(o).find("must be 'cells' or 'pairs'"), std::string::npos);
+}

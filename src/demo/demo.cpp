@@ -57,6 +57,7 @@ struct Plan {
   std::string dtype = "f32";  // every step: at this size f32 beats bf16 (eager overhead dominates)
   double pre_lr = 1e-3;
   double pre_summary = 0;  // weight of stage 0's scene-summary objective (train::PretrainOptions)
+  int64_t pre_summary_pairs = 0;  // 1: the summary head predicts colour-shape pairs instead of cells
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
@@ -78,7 +79,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -464,6 +465,7 @@ int run_demo(const DemoOptions& o) {
       for (const char* ins : {"", data::world::kInstrI2T, data::world::kTgtImage})
         po.summary_prompts.push_back(text::render_prompt(tmpl, ins, "", 1));
       po.summary_weight = p.pre_summary;
+      po.summary_target = p.pre_summary_pairs ? "pairs" : "cells";
     }
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);

@@ -276,8 +276,27 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
 
 // The scene-summary loss: one cross-entropy per label group (cells' colour / shape / size, tone,
 // texture) of the head's logits [B, width] against the targets [B, L.width()], averaged.
-torch::Tensor summary_loss(const VisionLabels& L, const torch::Tensor& logits, const torch::Tensor& targets) {
+// "pairs": logits [B, (colours-1) * (shapes-1)], one binary cross-entropy per colour-shape pair
+// against the pairs present in the scene's cells.
+int64_t summary_width(const VisionLabels& L, const std::string& target) {
+  if (target == "pairs") return (L.colours - 1) * (L.shapes - 1);
+  return L.cells * (L.colours + L.shapes + L.sizes) + L.tones + L.textures;
+}
+
+torch::Tensor summary_loss(const VisionLabels& L, const std::string& target, const torch::Tensor& logits,
+                           const torch::Tensor& targets) {
   const int64_t B = logits.size(0);
+  if (target == "pairs") {
+    std::vector<float> hot;
+    const int64_t width = L.width();
+    for (int64_t r = 0; r < B; ++r) {
+      const auto* row = targets.data_ptr<int64_t>() + r * width;
+      auto h = summary_pair_targets(std::vector<int64_t>(row, row + width), L.cells, L.colours, L.shapes);
+      hot.insert(hot.end(), h.begin(), h.end());
+    }
+    return torch::nn::functional::binary_cross_entropy_with_logits(
+        logits, torch::tensor(hot).view({B, (L.colours - 1) * (L.shapes - 1)}));
+  }
   auto parts = logits.split({L.cells * L.colours, L.cells * L.shapes, L.cells * L.sizes, L.tones, L.textures}, 1);
   const std::vector<std::pair<int64_t, int64_t>> groups = {
       {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
@@ -293,6 +312,20 @@ torch::Tensor summary_loss(const VisionLabels& L, const torch::Tensor& logits, c
 }
 
 }  // namespace
+
+std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                        int64_t shapes) {
+  UNIME_CHECK(cells > 0 && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
+              "summary_pair_targets: ", labels.size(), " labels for ", cells, " cells");
+  std::vector<float> hot(static_cast<size_t>((colours - 1) * (shapes - 1)), 0.f);
+  for (int64_t c = 0; c < cells; ++c) {
+    const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
+    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_pair_targets: cell ", c,
+                " has colour ", colour, " and shape ", shape, " outside the classes");
+    if (colour > 0 && shape > 0) hot[static_cast<size_t>((colour - 1) * (shapes - 1) + shape - 1)] = 1.f;
+  }
+  return hot;
+}
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
   UNIME_CHECK(o.steps > 0 && o.batch_size > 0, "pretrain: --steps and --batch-size must be > 0");
@@ -398,8 +431,9 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       if (it != labels.by_image.end()) example_labels[static_cast<size_t>(i)] = &it->second, ++labelled;
     }
     UNIME_CHECK(labelled > 0, o.vision_labels, ": labels none of the pretraining images");
-    const int64_t width = labels.cells * (labels.colours + labels.shapes + labels.sizes) + labels.tones + labels.textures;
-    summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
+    UNIME_CHECK(o.summary_target == "cells" || o.summary_target == "pairs", "pretrain: the summary target must be "
+                "'cells' or 'pairs', got '", o.summary_target, "'");
+    summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, summary_width(labels, o.summary_target)));
   }
 
   std::vector<torch::Tensor> params;
@@ -488,7 +522,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     if (!summary_pos.empty()) {
       auto state = model->decoder_->norm(h.index_select(0, torch::tensor(summary_pos, torch::kInt64)));
       auto st = torch::tensor(summary_targets, torch::kInt64).view({static_cast<int64_t>(summary_pos.size()), labels.width()});
-      sloss = summary_loss(labels, summary_head(state).to(torch::kFloat32), st);
+      sloss = summary_loss(labels, o.summary_target, summary_head(state).to(torch::kFloat32), st);
     }
     if (bf16) {
       at::autocast::set_cpu_enabled(false);

@@ -40,6 +40,10 @@ struct PretrainOptions {
   /// The loss is added with summary_weight (0 = off).
   std::vector<std::string> summary_prompts;
   double summary_weight = 0;
+  /// What the summary head predicts: "cells" (each cell's colour, shape, size and the background,
+  /// one cross-entropy each) or "pairs" (which colour-shape pairs the scene holds, wherever they
+  /// are: multi-label, binary cross-entropy).
+  std::string summary_target = "cells";
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -59,6 +63,13 @@ struct PretrainResult {
   double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
+
+/// The "pairs" summary target of one image: from its scene labels laid out as the vision warm-up's
+/// ([colour x cells, shape x cells, ...], class 0 = empty, classes 1..colours-1 / 1..shapes-1), a
+/// multi-hot vector over (colours-1) x (shapes-1) colour-shape pairs, colour-major: 1 where some
+/// cell holds that colour on that shape.
+std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                        int64_t shapes);
 
 /// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 /// preprocessor_config.json, metrics.jsonl}.
