@@ -82,6 +82,10 @@ struct VisionLabels {
   int64_t cells = 0, colours = 0, shapes = 0, sizes = 0, tones = 0, textures = 0;
   std::map<std::string, std::vector<int64_t>> by_image;  // resolved path -> targets
   int64_t width() const { return cells * 3 + 2; }         // targets per image
+  /// (labels, classes) of each target group in layout order: cells' colour / shape / size, tone, texture
+  std::vector<std::pair<int64_t, int64_t>> groups() const {
+    return {{cells, colours}, {cells, shapes}, {cells, sizes}, {1, tones}, {1, textures}};
+  }
 };
 
 VisionLabels read_vision_labels(const std::string& path) {
@@ -187,8 +191,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
   const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(L.cells))));
   UNIME_CHECK(side * side == F && grid * grid == L.cells, "pretrain: the vision warm-up needs a square patch grid (",
               F, " features) and a square scene grid (", L.cells, " cells)");
-  const std::vector<std::pair<int64_t, int64_t>> groups = {
-      {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
+  const auto groups = L.groups();
   torch::nn::Linear cell_head(torch::nn::LinearOptions(D, L.colours + L.shapes + L.sizes));
   torch::nn::Linear scene_head(torch::nn::LinearOptions(D, L.tones + L.textures));
   for (auto& p : cell_head->parameters()) params.push_back(p);
@@ -274,32 +277,14 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
   }
 }
 
-// The scene-summary loss: one cross-entropy per label group (cells' colour / shape / size, tone,
-// texture) of the head's logits [B, width] against the targets [B, L.width()], averaged.
-// "pairs": logits [B, (colours-1) * (shapes-1)], one binary cross-entropy per colour-shape pair
-// against the pairs present in the scene's cells.
-int64_t summary_width(const VisionLabels& L, const std::string& target) {
-  if (target == "pairs") return (L.colours - 1) * (L.shapes - 1);
-  return L.cells * (L.colours + L.shapes + L.sizes) + L.tones + L.textures;
-}
-
-torch::Tensor summary_loss(const VisionLabels& L, const std::string& target, const torch::Tensor& logits,
-                           const torch::Tensor& targets) {
+// The "cells" scene-summary loss: one cross-entropy per label group (cells' colour / shape / size,
+// tone, texture) of the head's logits [B, width] against the targets [B, L.width()], averaged.
+torch::Tensor summary_cells_loss(const VisionLabels& L, const torch::Tensor& logits, const torch::Tensor& targets) {
   const int64_t B = logits.size(0);
-  if (target == "pairs") {
-    std::vector<float> hot;
-    const int64_t width = L.width();
-    for (int64_t r = 0; r < B; ++r) {
-      const auto* row = targets.data_ptr<int64_t>() + r * width;
-      auto h = summary_pair_targets(std::vector<int64_t>(row, row + width), L.cells, L.colours, L.shapes);
-      hot.insert(hot.end(), h.begin(), h.end());
-    }
-    return torch::nn::functional::binary_cross_entropy_with_logits(
-        logits, torch::tensor(hot).view({B, (L.colours - 1) * (L.shapes - 1)}));
-  }
-  auto parts = logits.split({L.cells * L.colours, L.cells * L.shapes, L.cells * L.sizes, L.tones, L.textures}, 1);
-  const std::vector<std::pair<int64_t, int64_t>> groups = {
-      {L.cells, L.colours}, {L.cells, L.shapes}, {L.cells, L.sizes}, {1, L.tones}, {1, L.textures}};
+  const auto groups = L.groups();
+  std::vector<int64_t> sizes;
+  for (const auto& [n, k] : groups) sizes.push_back(n * k);
+  auto parts = logits.split(sizes, 1);
   torch::Tensor loss = torch::zeros({});
   int64_t col = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -409,9 +394,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   if (o.vision_steps > 0) vision_warmup(*model, o, labels, pixels, image_index, res);
 
   // the scene-summary prompts, tokenized as the embedder does (bos, image placeholder -> F tokens),
-  // and each example's labels (nullptr: unlabelled image)
+  // and each example's targets, computed once (empty: unlabelled image): the cell labels, or the
+  // colour-shape pairs
+  const bool pairs = o.summary_target == "pairs";
   std::vector<std::vector<int64_t>> summary_ids;
-  std::vector<const std::vector<int64_t>*> example_labels(examples.size(), nullptr);
+  std::vector<std::vector<float>> example_targets(examples.size());
   torch::nn::Linear summary_head{nullptr};
   if (summary) {
     for (const auto& prompt : o.summary_prompts) {
@@ -425,15 +412,24 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                   *image_token_text, "' exactly once");
       summary_ids.push_back(std::move(ids));
     }
+    UNIME_CHECK(pairs || o.summary_target == "cells", "pretrain: the summary target must be 'cells' or 'pairs', got '",
+                o.summary_target, "'");
     int64_t labelled = 0;
     for (const auto& [path, i] : image_index) {
       auto it = labels.by_image.find(path);
-      if (it != labels.by_image.end()) example_labels[static_cast<size_t>(i)] = &it->second, ++labelled;
+      if (it == labels.by_image.end()) continue;
+      example_targets[static_cast<size_t>(i)] =
+          pairs ? summary_pair_targets(it->second, labels.cells, labels.colours, labels.shapes)
+                : std::vector<float>(it->second.begin(), it->second.end());
+      ++labelled;
     }
     UNIME_CHECK(labelled > 0, o.vision_labels, ": labels none of the pretraining images");
-    UNIME_CHECK(o.summary_target == "cells" || o.summary_target == "pairs", "pretrain: the summary target must be "
-                "'cells' or 'pairs', got '", o.summary_target, "'");
-    summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, summary_width(labels, o.summary_target)));
+    int64_t width = (labels.colours - 1) * (labels.shapes - 1);  // pairs
+    if (!pairs) {
+      width = 0;
+      for (const auto& [n, k] : labels.groups()) width += n * k;
+    }
+    summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
   }
 
   std::vector<torch::Tensor> params;
@@ -476,7 +472,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<double> summary_losses;
   auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
                         bool with_summary) {
-    std::vector<int64_t> ids, lens, targets, target_pos, summary_pos, summary_targets;
+    std::vector<int64_t> ids, lens, targets, target_pos, summary_pos;
+    std::vector<float> summary_targets;
     std::vector<torch::Tensor> px;
     for (size_t b = 0; b < batch.size(); ++b) {
       const Example& ex = examples[batch[b]];
@@ -497,13 +494,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     }
     if (with_summary)
       for (size_t b = 0; b < batch.size(); ++b) {
-        const auto* lab = example_labels[static_cast<size_t>(examples[image_of[b]].image)];
-        if (!lab) continue;
+        const auto& lab = example_targets[static_cast<size_t>(examples[image_of[b]].image)];
+        if (lab.empty()) continue;
         const auto& prompt = summary_ids[std::uniform_int_distribution<size_t>(0, summary_ids.size() - 1)(rng)];
         ids.insert(ids.end(), prompt.begin(), prompt.end());
         lens.push_back(static_cast<int64_t>(prompt.size()));
         summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
-        summary_targets.insert(summary_targets.end(), lab->begin(), lab->end());
+        summary_targets.insert(summary_targets.end(), lab.begin(), lab.end());
         px.push_back(pixels[examples[image_of[b]].image]);
       }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
@@ -521,8 +518,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     torch::Tensor sloss;
     if (!summary_pos.empty()) {
       auto state = model->decoder_->norm(h.index_select(0, torch::tensor(summary_pos, torch::kInt64)));
-      auto st = torch::tensor(summary_targets, torch::kInt64).view({static_cast<int64_t>(summary_pos.size()), labels.width()});
-      sloss = summary_loss(labels, o.summary_target, summary_head(state).to(torch::kFloat32), st);
+      auto logits = summary_head(state).to(torch::kFloat32);
+      auto st = torch::tensor(summary_targets).view({static_cast<int64_t>(summary_pos.size()), -1});
+      sloss = pairs ? torch::nn::functional::binary_cross_entropy_with_logits(logits, st)
+                    : summary_cells_loss(labels, logits, st.to(torch::kInt64));
     }
     if (bf16) {
       at::autocast::set_cpu_enabled(false);
