@@ -4,7 +4,13 @@
 #include <algorithm>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -129,6 +135,59 @@ TEST_F(TrainCli, Stage1ThenStage2LossFallsAndAdapterChangesEmbeddings) {
   double dot = 0;
   for (size_t k = 0; k < e0.data.size(); ++k) dot += e0.data[k] * e2.data[k];
   EXPECT_LT(dot, 0.999);
+}
+
+// a process's state letter from /proc (0 when it is gone); a zombie has finished
+char proc_state(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return 0;
+  const auto p = line.rfind(')');
+  return p == std::string::npos || p + 2 >= line.size() ? 0 : line[p + 2];
+}
+
+std::vector<int> children_of(int pid) {
+  std::vector<int> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string n = e.path().filename().string();
+    if (n.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    const auto p = line.rfind(')');
+    if (p == std::string::npos) continue;
+    std::istringstream rest(line.substr(p + 2));
+    char state;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == pid) out.push_back(std::stoi(n));
+  }
+  return out;
+}
+
+TEST_F(TrainCli, RanksDieWithTheLauncher) {
+  // a launcher killed outright (SIGKILL: no handler runs) must not leave its ranks training
+  const std::string out = *dir_ / "orphans";
+  auto r = test::run_cmd("(" + test::unime_bin() + " train instruct" + base_args() +
+                         " --steps 100000 --threads 1 --nproc 2 --output " + out + " > " + out +
+                         ".log 2>&1 & echo $! > " + out + ".pid)");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const int launcher = std::stoi(test::read_text(out + ".pid"));
+  std::vector<int> ranks;
+  for (int i = 0; i < 600 && ranks.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ranks = children_of(launcher);
+  }
+  ASSERT_EQ(ranks.size(), 2u) << test::read_text(out + ".log");
+  ASSERT_EQ(kill(launcher, SIGKILL), 0);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gone = std::all_of(ranks.begin(), ranks.end(), [](int p) { const char s = proc_state(p); return s == 0 || s == 'Z'; });
+  }
+  for (int p : ranks)
+    if (proc_state(p) != 0 && proc_state(p) != 'Z') kill(p, SIGKILL);  // leave nothing behind
+  EXPECT_TRUE(gone) << "the ranks outlived their launcher";
 }
 
 TEST_F(TrainCli, TwoProcessesEqualOneProcess) {

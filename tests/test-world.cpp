@@ -365,6 +365,53 @@ TEST(WorldFiles, SameSeedIsByteIdenticalAndOtherSeedDiffers) {
   EXPECT_EQ(read_file(b / "mmeb-train.jsonl"), read_file(c / "mmeb-train.jsonl"));
 }
 
+// --nli-swap-percent: hard negatives that swap two objects' colours (same shapes in the same
+// order, the same colours, a different order of colours), and nothing else in the world changes
+TEST(WorldFiles, NliSwapPercentMakesColourSwapsAndChangesNothingElse) {
+  const fs::path a = world_dir();
+  const fs::path b = temp_root() / "w7-swap";
+  ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --nli-swap-percent 100 -o " + b.string()).code, 0);
+  EXPECT_EQ(read_file(a / "mmeb-train.jsonl"), read_file(b / "mmeb-train.jsonl"));
+  EXPECT_EQ(read_file(a / "sugarcrepe/swap-att.json"), read_file(b / "sugarcrepe/swap-att.json"));
+  const json vocab = json::parse(read_file(a / "world.json"))["vocab"];
+  const std::set<std::string> colours(vocab["colours"].begin(), vocab["colours"].end());
+  const std::set<std::string> shapes(vocab["shapes"].begin(), vocab["shapes"].end());
+  auto only = [](const std::string& text, const std::set<std::string>& keep) {
+    std::vector<std::string> out;
+    for (const auto& w : words_of(text))
+      if (keep.count(w)) out.push_back(w);
+    return out;
+  };
+  auto is_swap = [&](const json& r) {
+    const auto c0 = only(r["sent0"], colours), c1 = only(r["hard_neg"], colours);
+    auto s0 = c0, s1 = c1;
+    std::sort(s0.begin(), s0.end());
+    std::sort(s1.begin(), s1.end());
+    return only(r["sent0"], shapes) == only(r["hard_neg"], shapes) && s0 == s1 && c0 != c1;
+  };
+  const auto rows_a = read_jsonl(a / "nli.jsonl"), rows_b = read_jsonl(b / "nli.jsonl");
+  ASSERT_EQ(rows_a.size(), rows_b.size());
+  int eligible = 0, swaps_a = 0, swaps_b = 0;
+  for (size_t i = 0; i < rows_a.size(); ++i) {
+    EXPECT_EQ(rows_a[i]["sent0"], rows_b[i]["sent0"]);  // the same premises and entailments
+    EXPECT_EQ(rows_a[i]["sent1"], rows_b[i]["sent1"]);
+    auto c = only(rows_a[i]["sent0"], colours);
+    std::sort(c.begin(), c.end());
+    eligible += std::unique(c.begin(), c.end()) - c.begin() >= 2;
+    swaps_a += is_swap(rows_a[i]);
+    swaps_b += is_swap(rows_b[i]);
+  }
+  ASSERT_GT(eligible, 10);
+  // a swap that names a held-out colour-shape combination (or is true of the scene) falls back to
+  // the other edits, so not every eligible row swaps
+  EXPECT_GE(swaps_b * 2, eligible) << swaps_b << " of " << eligible;
+  EXPECT_GT(swaps_b, 2 * swaps_a) << swaps_b << " vs " << swaps_a << " of " << eligible;
+  const RunResult bad = run(std::string(UNIME_BIN) + " world --seed 7 --quick --nli-swap-percent 101 -o " +
+                            (temp_root() / "w7-bad").string());
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("nli_swap_percent"), std::string::npos) << bad.output;
+}
+
 TEST(WorldFiles, NoHeldoutCombinationInAnyTrainingRow) {
   const fs::path w = world_dir();
   const Heldout h = load_heldout(w);

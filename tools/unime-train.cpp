@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common.h"
+#include "core/subprocess.h"
 #include "train/trainer.h"
 
 namespace {
@@ -85,21 +86,10 @@ bool launch_ranks(int nproc, int threads) {
   int per_rank = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / nproc);
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
-    pid_t pid = fork();
-    UNIME_CHECK(pid >= 0, "--nproc: fork failed");
-    if (pid == 0) {
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      setenv("UNIME_RANK_THREADS", std::to_string(per_rank).c_str(), 1);
-      setenv("OPENBLAS_NUM_THREADS", std::to_string(per_rank).c_str(), 1);
-      std::vector<char*> av;
-      for (auto& a : args) av.push_back(a.data());
-      av.push_back(nullptr);
-      execv("/proc/self/exe", av.data());
-      _exit(127);
-    }
+    const std::string np = std::to_string(nproc), pr = std::to_string(per_rank);
+    const pid_t pid = unime::spawn_self(args, {{"RANK", std::to_string(r)}, {"WORLD_SIZE", np},
+                                               {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)},
+                                               {"UNIME_RANK_THREADS", pr}, {"OPENBLAS_NUM_THREADS", pr}});
     pids.push_back(pid);
   }
   int failed = 0;

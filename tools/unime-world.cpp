@@ -32,6 +32,8 @@ void register_world(CLI::App& app) {
       {"--captions-per-scene", &unime::data::WorldConfig::captions_per_scene, "(2)"},
       {"--vqa-per-scene", &unime::data::WorldConfig::vqa_per_scene, "(3)"},
       {"--nli", &unime::data::WorldConfig::nli_rows, "NLI triples (5000)"},
+      {"--nli-swap-percent", &unime::data::WorldConfig::nli_swap_percent,
+       "NLI rows whose hard negative swaps two objects' colours, when the premise names two (0: edits drawn uniformly)"},
       {"--train-per-source", &unime::data::WorldConfig::train_per_source, "MMEB-train rows per source (250)"},
       {"--eval-queries", &unime::data::WorldConfig::eval_queries, "queries per MMEB-eval dataset (100)"},
       {"--candidates", &unime::data::WorldConfig::candidates, "candidates per eval query (20)"},

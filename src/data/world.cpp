@@ -58,6 +58,7 @@ void validate_world_config(const WorldConfig& c) {
   in("captions_per_scene", c.captions_per_scene, 0, 10);
   in("vqa_per_scene", c.vqa_per_scene, 0, 10);
   in("nli_rows", c.nli_rows, 0, 10000000);
+  in("nli_swap_percent", c.nli_swap_percent, 0, 100);
   in("train_per_source", c.train_per_source, 0, 1000000);
   in("eval_queries", c.eval_queries, 2, 100000);
   in("candidates", c.candidates, 2, 1000);
@@ -301,7 +302,21 @@ class WorldWriter {
         const std::string sent1 = render_caption(entailment(premise, rng), random_style(rng));
         if (sent1 == sent0) continue;
         std::string hard_neg;
-        for (const auto& c : false_descriptions(premise, s, rng, 4, /*allow_add=*/false)) {
+        if (cfg_.nli_swap_percent > 0 && rng.chance(cfg_.nli_swap_percent, 100)) {
+          std::vector<int> coloured;
+          for (int m = 0; m < static_cast<int>(premise.mentions.size()); ++m)
+            if (premise.mentions[m].colour >= 0) coloured.push_back(m);
+          if (coloured.size() >= 2) {
+            const int a = rng.below(static_cast<int>(coloured.size()));
+            const int b = (a + 1 + rng.below(static_cast<int>(coloured.size()) - 1)) % static_cast<int>(coloured.size());
+            Description e = premise;
+            std::swap(e.mentions[coloured[a]].colour, e.mentions[coloured[b]].colour);
+            const std::string text = render_caption(e, rng.chance(1, 2) ? st : random_style(rng));
+            if (!holds(e, s) && !text_has_heldout(text, rules_)) hard_neg = text;
+          }
+        }
+        for (const auto& c : hard_neg.empty() ? false_descriptions(premise, s, rng, 4, /*allow_add=*/false)
+                                              : std::vector<Description>{}) {
           const std::string text = render_caption(c, rng.chance(1, 2) ? st : random_style(rng));
           if (!text_has_heldout(text, rules_)) {
             hard_neg = text;
@@ -576,6 +591,7 @@ class WorldWriter {
                        {"captions_per_scene", cfg_.captions_per_scene},
                        {"vqa_per_scene", cfg_.vqa_per_scene},
                        {"nli_rows", cfg_.nli_rows},
+                       {"nli_swap_percent", cfg_.nli_swap_percent},
                        {"train_per_source", cfg_.train_per_source},
                        {"eval_queries", cfg_.eval_queries},
                        {"candidates", cfg_.candidates},

@@ -33,6 +33,8 @@ struct WorldConfig {
   int captions_per_scene = 2;
   int vqa_per_scene = 3;
   int nli_rows = 5000;
+  int nli_swap_percent = 0;      // NLI rows whose hard negative swaps two objects' colours (when the
+                                 // premise names two colours); 0 = edits drawn uniformly
   int train_per_source = 250;    // MMEB-train rows per training source (12 sources)
   int eval_queries = 100;        // queries per MMEB-eval dataset (21 datasets)
   int candidates = 20;           // candidates per eval query (fewer when the label space is smaller)

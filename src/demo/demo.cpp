@@ -3,9 +3,7 @@
 // layout, PEFT adapters, the eval readers).
 #include "demo/demo.h"
 
-#include <spawn.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -22,6 +20,7 @@
 #include <variant>
 
 #include "core/error.h"
+#include "core/subprocess.h"
 #include "data/world-tasks.h"
 #include "data/world.h"
 #include "demo/report.h"
@@ -72,7 +71,7 @@ using PlanRef = std::variant<int*, int64_t*, double*, bool*>;
 std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
   return {{"image_size", &p.world.image_size}, {"pretrain_scenes", &p.world.pretrain_scenes}, {"max_objects", &p.world.max_objects},
           {"captions_per_scene", &p.world.captions_per_scene}, {"vqa_per_scene", &p.world.vqa_per_scene},
-          {"nli_rows", &p.world.nli_rows}, {"train_per_source", &p.world.train_per_source},
+          {"nli_rows", &p.world.nli_rows}, {"nli_swap_percent", &p.world.nli_swap_percent}, {"train_per_source", &p.world.train_per_source},
           {"eval_queries", &p.world.eval_queries}, {"candidates", &p.world.candidates},
           {"retrieval_images", &p.world.retrieval_images}, {"sugarcrepe_items", &p.world.sugarcrepe_items},
           {"bpe_vocab", &p.bpe_vocab}, {"patch", &p.patch}, {"vision_layers", &p.vision_layers},
@@ -274,18 +273,11 @@ void train_side_by_side(std::vector<train::TrainOptions> jobs, int threads) {
     const std::string log = to.output + ".log";
     std::vector<std::string> args = instruct_args(to);
     args.insert(args.begin(), "unime");
-    std::vector<char*> av;
-    for (auto& x : args) av.push_back(x.data());
-    av.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, av.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      failure = str("cannot start `unime train instruct` for ", to.output, " (", std::strerror(rc), ")");
+    try {
+      pid = spawn_self(args, {}, log);
+    } catch (const std::exception& e) {
+      failure = str("cannot start `unime train instruct` for ", to.output, " (", e.what(), ")");
       stop_all();
       break;
     }
