@@ -22,7 +22,7 @@ const std::string kTok =
 
 // prepare W OUT: small subsets of the world's eval data (5 MMEB datasets x 3-6 rows, 4 retrieval
 // rows, 2 SugarCrepe subsets x 4 items). recompute OUT UNIME MODEL: every input of those files
-// (queries, candidates, duplicates included) through `unime embed`, then the metrics in numpy.
+// (queries and candidates, each distinct one once) through `unime embed`, then the metrics in numpy.
 const char* kHelper = R"PY(
 import json, os, subprocess, sys
 import numpy as np
@@ -52,10 +52,12 @@ if mode == "prepare":
         json.dump({k: j[k] for k in list(j)[:4]}, open(OUT + "/sc/" + s + ".json", "w"))
     sys.exit(0)
 BIN, MODEL = sys.argv[4], sys.argv[5]
-inputs, mm, sc = [], {}, {}
-def add(text, img):
-    inputs.append({"text": text, **({"image": os.path.join(W, img)} if img else {})})
-    return len(inputs) - 1
+inputs, mm, sc, seen = [], {}, {}, {}
+def add(text, img):  # each distinct (text, image) once, as the evaluator does: a repeat is an exact tie
+    if (text, img) not in seen:
+        inputs.append({"text": text, **({"image": os.path.join(W, img)} if img else {})})
+        seen[(text, img)] = len(inputs) - 1
+    return seen[(text, img)]
 for d in MM:
     mm[d] = []
     for line in open(OUT + "/mm/" + d + ".jsonl"):

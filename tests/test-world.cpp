@@ -412,6 +412,54 @@ TEST(WorldFiles, NliSwapPercentMakesColourSwapsAndChangesNothingElse) {
   EXPECT_NE(bad.output.find("nli_swap_percent"), std::string::npos) << bad.output;
 }
 
+// --train-swap-percent: the rows' negatives become colour swaps of the positive where the row has
+// such a candidate (checked on the scenes of the image pairs, independently of the generator)
+TEST(WorldFiles, TrainSwapPercentPicksColourSwapNegatives) {
+  const fs::path a = world_dir();
+  const fs::path b = temp_root() / "w7-trainswap";
+  ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --train-per-source 40 --train-swap-percent 100 -o " +
+                b.string()).code, 0);
+  const fs::path c = temp_root() / "w7-trainswap0";
+  ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --train-per-source 40 -o " + c.string()).code, 0);
+  EXPECT_EQ(read_file(c / "nli.jsonl"), read_file(b / "nli.jsonl"));
+  EXPECT_EQ(read_file(a / "sugarcrepe/swap-att.json"), read_file(b / "sugarcrepe/swap-att.json"));
+  // (shape, size, row, col) -> colour of every object; a swap keeps the keys and exchanges two colours
+  auto objects = [](const json& scene) {
+    std::map<std::string, std::string> m;
+    for (const auto& o : scene["objects"])
+      m[o["shape"].get<std::string>() + "/" + o["size"].get<std::string>() + "/" + o["row"].dump() + "/" +
+        o["col"].dump()] = o["colour"];
+    return m;
+  };
+  auto is_swap = [&](const std::map<std::string, json>& scenes, const json& r) {
+    const std::string p = r["pos_image_path"], n = r["neg_image_path"];
+    if (p.empty() || n.empty()) return false;
+    const auto x = objects(scenes.at(p)), y = objects(scenes.at(n));
+    if (x.size() != y.size()) return false;
+    std::vector<std::string> changed;
+    for (const auto& [k, col] : x) {
+      if (!y.count(k)) return false;
+      if (y.at(k) != col) changed.push_back(k);
+    }
+    return changed.size() == 2 && x.at(changed[0]) == y.at(changed[1]) && x.at(changed[1]) == y.at(changed[0]);
+  };
+  const auto sb = load_scenes(b), sc = load_scenes(c);
+  const auto rb = read_jsonl(b / "mmeb-train.jsonl"), rc = read_jsonl(c / "mmeb-train.jsonl");
+  ASSERT_EQ(rb.size(), rc.size());
+  int swaps_b = 0, swaps_c = 0, changed = 0;
+  for (size_t i = 0; i < rb.size(); ++i) {
+    EXPECT_EQ(rb[i]["qry"], rc[i]["qry"]);  // the same rows, only the negative may differ
+    EXPECT_EQ(rb[i]["pos_text"], rc[i]["pos_text"]);
+    if (rb[i]["dataset"] != "CaptionT2I") continue;
+    swaps_b += is_swap(sb, rb[i]);
+    swaps_c += is_swap(sc, rc[i]);
+    changed += rb[i]["neg_image_path"] != rc[i]["neg_image_path"] || read_file(b / rb[i]["neg_image_path"].get<std::string>()) !=
+                                                                      read_file(c / rc[i]["neg_image_path"].get<std::string>());
+  }
+  EXPECT_GT(swaps_b, 2 * swaps_c + 3) << swaps_b << " vs " << swaps_c;
+  EXPECT_GT(changed, 0);
+}
+
 TEST(WorldFiles, NoHeldoutCombinationInAnyTrainingRow) {
   const fs::path w = world_dir();
   const Heldout h = load_heldout(w);

@@ -35,6 +35,8 @@ void register_world(CLI::App& app) {
       {"--nli-swap-percent", &unime::data::WorldConfig::nli_swap_percent,
        "NLI rows whose hard negative swaps two objects' colours, when the premise names two (0: edits drawn uniformly)"},
       {"--train-per-source", &unime::data::WorldConfig::train_per_source, "MMEB-train rows per source (250)"},
+      {"--train-swap-percent", &unime::data::WorldConfig::train_swap_percent,
+       "MMEB-train rows whose negative is a candidate that swaps two objects' colours, where one exists (0: the hardest)"},
       {"--eval-queries", &unime::data::WorldConfig::eval_queries, "queries per MMEB-eval dataset (100)"},
       {"--candidates", &unime::data::WorldConfig::candidates, "candidates per eval query (20)"},
       {"--retrieval-images", &unime::data::WorldConfig::retrieval_images, "(200)"},

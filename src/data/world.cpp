@@ -59,6 +59,7 @@ void validate_world_config(const WorldConfig& c) {
   in("vqa_per_scene", c.vqa_per_scene, 0, 10);
   in("nli_rows", c.nli_rows, 0, 10000000);
   in("nli_swap_percent", c.nli_swap_percent, 0, 100);
+  in("train_swap_percent", c.train_swap_percent, 0, 100);
   in("train_per_source", c.train_per_source, 0, 1000000);
   in("eval_queries", c.eval_queries, 2, 100000);
   in("candidates", c.candidates, 2, 1000);
@@ -69,6 +70,33 @@ void validate_world_config(const WorldConfig& c) {
 }
 
 namespace {
+
+// True when `t` shows or states the same objects as `pos` with the colours of exactly two of them
+// (of different shapes and colours) exchanged: an attribute-binding negative.
+bool colour_swap_of(const Target& t, const Target& pos) {
+  auto swapped = [](const auto& a, const auto& b, auto same_but_colour) {
+    if (a.size() != b.size()) return false;
+    std::vector<size_t> diff;
+    for (size_t k = 0; k < a.size(); ++k) {
+      if (!same_but_colour(a[k], b[k])) return false;
+      if (a[k].colour != b[k].colour) diff.push_back(k);
+    }
+    return diff.size() == 2 && a[diff[0]].colour == b[diff[1]].colour && a[diff[1]].colour == b[diff[0]].colour &&
+           a[diff[0]].shape != a[diff[1]].shape;
+  };
+  if (t.image && pos.image && !t.image->is_crop && !pos.image->is_crop) {
+    const Scene &a = t.image->scene, &b = pos.image->scene;
+    return a.tone == b.tone && a.texture == b.texture &&
+           swapped(a.objects, b.objects, [](const Object& x, const Object& y) {
+             return x.shape == y.shape && x.size == y.size && x.row == y.row && x.col == y.col;
+           });
+  }
+  if (t.desc && pos.desc)
+    return t.desc->facts.size() == pos.desc->facts.size() &&
+           swapped(t.desc->mentions, pos.desc->mentions,
+                   [](const Mention& x, const Mention& y) { return x.shape == y.shape && x.size == y.size; });
+  return false;
+}
 
 // ---- output ------------------------------------------------------------------------------------
 
@@ -370,11 +398,18 @@ class WorldWriter {
           it = def.make(rules_, rng, Split::Train);
         }
         const Target* neg = nullptr;
+        auto usable = [&](const Target& h) { return !target_leaks(h, rules_) && !it.accepts(h); };
+        // --train-swap-percent: prefer a candidate that swaps two objects' colours (decided on a
+        // stream of its own, so the rows' other draws stay the same)
+        if (cfg_.train_swap_percent > 0 &&
+            stream(cfg_.seed, std::string("train-swap/") + def.name, i).chance(cfg_.train_swap_percent, 100))
+          for (const auto& h : it.hard)
+            if (colour_swap_of(h, it.pos) && usable(h)) {
+              neg = &h;
+              break;
+            }
         for (const auto& h : it.hard)
-          if (!target_leaks(h, rules_) && !it.accepts(h)) {
-            neg = &h;
-            break;
-          }
+          if (!neg && usable(h)) neg = &h;
         const std::string base = std::string("images/train/") + def.name + "/" + padded(i);
         json row;
         row["qry"] = it.qry_text;
@@ -592,6 +627,7 @@ class WorldWriter {
                        {"vqa_per_scene", cfg_.vqa_per_scene},
                        {"nli_rows", cfg_.nli_rows},
                        {"nli_swap_percent", cfg_.nli_swap_percent},
+                       {"train_swap_percent", cfg_.train_swap_percent},
                        {"train_per_source", cfg_.train_per_source},
                        {"eval_queries", cfg_.eval_queries},
                        {"candidates", cfg_.candidates},

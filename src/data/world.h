@@ -36,6 +36,8 @@ struct WorldConfig {
   int nli_swap_percent = 0;      // NLI rows whose hard negative swaps two objects' colours (when the
                                  // premise names two colours); 0 = edits drawn uniformly
   int train_per_source = 250;    // MMEB-train rows per training source (12 sources)
+  int train_swap_percent = 0;    // MMEB-train rows whose negative is, where the row has one, a
+                                 // hard candidate that swaps two objects' colours; 0 = the hardest
   int eval_queries = 100;        // queries per MMEB-eval dataset (21 datasets)
   int candidates = 20;           // candidates per eval query (fewer when the label space is smaller)
   int retrieval_images = 200;
