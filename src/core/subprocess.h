@@ -16,7 +16,9 @@ namespace unime {
 
 /// Starts this executable with `argv` (argv[0] included) and the current environment plus `env`
 /// (name, value; replacing a variable of the same name). With a non-empty `log`, stdout and
-/// stderr go to that file (created or truncated). The child gets SIGTERM when this process dies.
+/// stderr go to that file (created or truncated). The child gets SIGTERM when this process dies -
+/// precisely, when the calling thread exits (Linux semantics): call it from a thread that outlives
+/// the child, as the main thread that waits for it does.
 /// Returns the child's pid; throws unime::Error when the process cannot be created. A child that
 /// cannot open its log or exec exits with status 127.
 pid_t spawn_self(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& env,
