@@ -343,14 +343,14 @@ class WorldWriter {
             if (!holds(e, s) && !text_has_heldout(text, rules_)) hard_neg = text;
           }
         }
-        for (const auto& c : hard_neg.empty() ? false_descriptions(premise, s, rng, 4, /*allow_add=*/false)
-                                              : std::vector<Description>{}) {
-          const std::string text = render_caption(c, rng.chance(1, 2) ? st : random_style(rng));
-          if (!text_has_heldout(text, rules_)) {
-            hard_neg = text;
-            break;
+        if (hard_neg.empty())
+          for (const auto& c : false_descriptions(premise, s, rng, 4, /*allow_add=*/false)) {
+            const std::string text = render_caption(c, rng.chance(1, 2) ? st : random_style(rng));
+            if (!text_has_heldout(text, rules_)) {
+              hard_neg = text;
+              break;
+            }
           }
-        }
         if (hard_neg.empty()) continue;
         out.add(json{{"sent0", sent0}, {"sent1", sent1}, {"hard_neg", hard_neg}});
         corpus_.add(sent0);
@@ -408,8 +408,8 @@ class WorldWriter {
               neg = &h;
               break;
             }
-        for (const auto& h : it.hard)
-          if (!neg && usable(h)) neg = &h;
+        for (auto h = it.hard.begin(); !neg && h != it.hard.end(); ++h)
+          if (usable(*h)) neg = &*h;
         const std::string base = std::string("images/train/") + def.name + "/" + padded(i);
         json row;
         row["qry"] = it.qry_text;
