@@ -4,6 +4,8 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -43,6 +45,7 @@ struct Segment {
 struct Example {
   int64_t image = -1;          // index into the pixel table
   std::vector<Segment> segs;
+  std::vector<std::string> captions;  // the image's caption rows (for the text-side summary)
 };
 
 // A JSONL row -> prompt and target text. Captions: no prompt, the caption is the target; VQA:
@@ -81,6 +84,7 @@ void save_checkpoint(models::Model& m, const PretrainOptions& o, const fs::path&
 struct VisionLabels {
   int64_t cells = 0, colours = 0, shapes = 0, sizes = 0, tones = 0, textures = 0;
   std::map<std::string, std::vector<int64_t>> by_image;  // resolved path -> targets
+  std::vector<std::string> colour_names, shape_names;     // classes 1.. in order
   int64_t width() const { return cells * 3 + 2; }         // targets per image
   /// (labels, classes) of each target group in layout order: cells' colour / shape / size, tone, texture
   std::vector<std::pair<int64_t, int64_t>> groups() const {
@@ -135,6 +139,8 @@ VisionLabels read_vision_labels(const std::string& path) {
   L.colours = static_cast<int64_t>(colours.size()) + 1, L.shapes = static_cast<int64_t>(shapes.size()) + 1;
   L.sizes = static_cast<int64_t>(sizes.size()) + 1;
   L.tones = static_cast<int64_t>(tones.size()), L.textures = static_cast<int64_t>(textures.size());
+  L.colour_names.assign(colours.begin(), colours.end());
+  L.shape_names.assign(shapes.begin(), shapes.end());
   for (const auto& r : rows) {
     std::vector<int64_t> t(static_cast<size_t>(L.width()), 0);  // [colour x cells, shape x cells, size x cells, tone, texture]
     for (const auto& o : r.objs) {
@@ -312,6 +318,68 @@ std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int6
   return hot;
 }
 
+std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                        const std::vector<std::string>& shape_names) {
+  UNIME_CHECK(!colour_names.empty() && !shape_names.empty(), "caption_pair_targets: no colour or shape names");
+  std::vector<std::string> words(1);
+  for (char c : caption) {
+    if (std::isalpha(static_cast<unsigned char>(c))) words.back() += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    else if (!words.back().empty()) words.emplace_back();
+  }
+  auto find = [](const std::vector<std::string>& names, const std::string& w) {
+    return static_cast<int64_t>(std::find(names.begin(), names.end(), w) - names.begin());
+  };
+  const int64_t colours = static_cast<int64_t>(colour_names.size()), shapes = static_cast<int64_t>(shape_names.size());
+  std::vector<float> hot(static_cast<size_t>(colours * shapes), 0.f);
+  for (size_t i = 0; i + 1 < words.size(); ++i) {
+    const int64_t colour = find(colour_names, words[i]), shape = find(shape_names, words[i + 1]);
+    if (colour < colours && shape < shapes) hot[static_cast<size_t>(colour * shapes + shape)] = 1.f;
+  }
+  return hot;
+}
+
+std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
+                                const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
+  struct Word { size_t begin, end; std::string lower; };
+  std::vector<Word> words;
+  for (size_t i = 0; i < caption.size();) {
+    if (!std::isalpha(static_cast<unsigned char>(caption[i]))) { ++i; continue; }
+    Word w{i, i, ""};
+    for (; w.end < caption.size() && std::isalpha(static_cast<unsigned char>(caption[w.end])); ++w.end)
+      w.lower += static_cast<char>(std::tolower(static_cast<unsigned char>(caption[w.end])));
+    i = w.end;
+    words.push_back(std::move(w));
+  }
+  auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+  std::vector<size_t> at;  // word index of each colour word directly before a shape word
+  for (size_t i = 0; i + 1 < words.size(); ++i)
+    if (in(colour_names, words[i].lower) && in(shape_names, words[i + 1].lower)) at.push_back(i);
+  std::vector<std::pair<size_t, size_t>> options;  // two pairs whose swap changes both
+  for (size_t a = 0; a < at.size(); ++a)
+    for (size_t b = a + 1; b < at.size(); ++b)
+      if (words[at[a]].lower != words[at[b]].lower && words[at[a] + 1].lower != words[at[b] + 1].lower)
+        options.emplace_back(at[a], at[b]);
+  if (options.empty()) return "";
+  const auto [x, y] = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
+  // rebuild: the two colour words exchanged, an article right before either agreeing with its new word
+  std::map<size_t, std::string> put{{x, caption.substr(words[y].begin, words[y].end - words[y].begin)},
+                                    {y, caption.substr(words[x].begin, words[x].end - words[x].begin)}};
+  for (size_t w : {x, y})
+    if (w > 0 && (words[w - 1].lower == "a" || words[w - 1].lower == "an")) {
+      const bool vowel = std::string("aeiou").find(static_cast<char>(std::tolower(static_cast<unsigned char>(put[w][0])))) !=
+                         std::string::npos;
+      const bool upper = std::isupper(static_cast<unsigned char>(caption[words[w - 1].begin]));
+      put[w - 1] = std::string(upper ? "A" : "a") + (vowel ? "n" : "");
+    }
+  std::string out;
+  size_t from = 0;
+  for (const auto& [w, text] : put) {
+    out += caption.substr(from, words[w].begin - from) + text;
+    from = words[w].end;
+  }
+  return out + caption.substr(from);
+}
+
 PretrainResult run_pretrain(const PretrainOptions& o) {
   UNIME_CHECK(o.steps > 0 && o.batch_size > 0, "pretrain: --steps and --batch-size must be > 0");
   if (o.threads > 0) torch::set_num_threads(o.threads);
@@ -362,12 +430,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                     cfg.vision->image_size);
         pixels.push_back(torch::from_blob(chw.data(), {3, h, w}, torch::kFloat32).clone());
       }
-      if (fresh) examples.push_back(Example{it->second, {}});
+      if (fresh) examples.push_back(Example{it->second, {}, {}});
       auto [prompt, target] = prompt_target(row, where);
       Segment seg;
       for (int32_t id : tok.encode(prompt, false)) seg.prompt.push_back(id);
       for (int32_t id : tok.encode(target + "\n", false)) seg.target.push_back(id);
       examples[it->second].segs.push_back(std::move(seg));
+      if (prompt.empty()) examples[it->second].captions.push_back(target);
     });
   }
   UNIME_CHECK(static_cast<int64_t>(examples.size()) >= o.batch_size, "pretrain: ", examples.size(),
@@ -399,6 +468,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const bool pairs = o.summary_target == "pairs";
   std::vector<std::vector<int64_t>> summary_ids;
   std::vector<std::vector<float>> example_targets(examples.size());
+  std::vector<std::vector<std::vector<float>>> caption_targets(examples.size());  // per example, per caption
   torch::nn::Linear summary_head{nullptr};
   if (summary) {
     for (const auto& prompt : o.summary_prompts) {
@@ -430,6 +500,15 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       for (const auto& [n, k] : labels.groups()) width += n * k;
     }
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
+    UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
+                "pretrain: text summary prompts need the 'pairs' summary target");
+    for (const auto& prompt : o.summary_text_prompts)
+      UNIME_CHECK(prompt.find("{text}") != std::string::npos && prompt.find(*image_token_text) == std::string::npos,
+                  "pretrain: the text summary prompt '", prompt, "' must hold '{text}' and no image placeholder");
+    if (!o.summary_text_prompts.empty())
+      for (size_t i = 0; i < examples.size(); ++i)
+        for (const auto& caption : examples[i].captions)
+          caption_targets[i].push_back(caption_pair_targets(caption, labels.colour_names, labels.shape_names));
   }
 
   std::vector<torch::Tensor> params;
@@ -469,10 +548,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // picks each example's image (the examples' own, or another one for the diagnostic below).
   // With the summary objective, each labelled image is also packed once behind a random summary
   // prompt (its own sequence); returns the next-token loss, its target count and the summary loss.
-  std::vector<double> summary_losses;
+  std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
   auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
                         bool with_summary) {
     std::vector<int64_t> ids, lens, targets, target_pos, summary_pos;
+    size_t image_rows = 0;  // summary rows [0, image_rows) are images, the rest captions
     std::vector<float> summary_targets;
     std::vector<torch::Tensor> px;
     for (size_t b = 0; b < batch.size(); ++b) {
@@ -503,6 +583,31 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         summary_targets.insert(summary_targets.end(), lab.begin(), lab.end());
         px.push_back(pixels[examples[image_of[b]].image]);
       }
+    image_rows = summary_pos.size();
+    if (with_summary && !o.summary_text_prompts.empty())
+      for (size_t b = 0; b < batch.size(); ++b) {  // one random caption of the image, its own sequence
+        const Example& ex = examples[batch[b]];
+        if (ex.captions.empty()) continue;
+        const size_t c = std::uniform_int_distribution<size_t>(0, ex.captions.size() - 1)(rng);
+        std::string prompt =
+            o.summary_text_prompts[std::uniform_int_distribution<size_t>(0, o.summary_text_prompts.size() - 1)(rng)];
+        const std::vector<float>* lab = &caption_targets[static_cast<size_t>(batch[b])][c];
+        std::string caption = ex.captions[c];
+        std::vector<float> swapped_lab;
+        if (o.summary_text_swap > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.summary_text_swap) {
+          std::string swapped = caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng);
+          if (!swapped.empty()) {
+            swapped_lab = caption_pair_targets(swapped, labels.colour_names, labels.shape_names);
+            caption = std::move(swapped), lab = &swapped_lab;
+          }
+        }
+        prompt.replace(prompt.find("{text}"), 6, caption);
+        const auto enc = tok.encode(prompt, true);
+        ids.insert(ids.end(), enc.begin(), enc.end());
+        lens.push_back(static_cast<int64_t>(enc.size()));
+        summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
+        summary_targets.insert(summary_targets.end(), lab->begin(), lab->end());
+      }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
     auto real = torch::ones_like(ids_t, torch::kBool);
     if (bf16) {
@@ -522,6 +627,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       auto st = torch::tensor(summary_targets).view({static_cast<int64_t>(summary_pos.size()), -1});
       sloss = pairs ? torch::nn::functional::binary_cross_entropy_with_logits(logits, st)
                     : summary_cells_loss(labels, logits, st.to(torch::kInt64));
+      if (summary_pos.size() > image_rows) {
+        torch::NoGradGuard ng;
+        const auto n = static_cast<int64_t>(image_rows);
+        text_summary_losses.push_back(
+            torch::nn::functional::binary_cross_entropy_with_logits(logits.slice(0, n), st.slice(0, n)).item<double>());
+      }
     }
     if (bf16) {
       at::autocast::set_cpu_enabled(false);
@@ -574,6 +685,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(summary_losses.size()));
     res.summary_first_loss = mean(summary_losses.begin(), summary_losses.begin() + ks);
     res.summary_last_loss = mean(summary_losses.end() - ks, summary_losses.end());
+  }
+  if (!text_summary_losses.empty()) {
+    const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(text_summary_losses.size()));
+    res.summary_text_first_loss = mean(text_summary_losses.begin(), text_summary_losses.begin() + ks);
+    res.summary_text_last_loss = mean(text_summary_losses.end() - ks, text_summary_losses.end());
   }
   // Does the model look at the image? The loss on up to 64 examples with their own image and
   // with another example's image (the next one in the list): a model that ignores pixels scores

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,16 @@ struct PretrainOptions {
   /// one cross-entropy each) or "pairs" (which colour-shape pairs the scene holds, wherever they
   /// are: multi-label, binary cross-entropy).
   std::string summary_target = "cells";
+  /// With the "pairs" target: text embedding prompts holding "{text}" (e.g. the template's text
+  /// prompt). Each labelled image's captions (rows with "text") are then also run through one of
+  /// them, one random caption per image and step, and the same head predicts the colour-shape
+  /// pairs the caption names (a colour word directly before a shape word), so the image and the
+  /// caption embedding tokens learn one shared read-out of which colour goes with which shape.
+  std::vector<std::string> summary_text_prompts;
+  /// With text prompts: the chance (0..1) that a caption row is replaced by the caption with two of
+  /// its objects' colours swapped (caption_colour_swap; its own pair targets), so that the head
+  /// meets captions with the same colours and shapes but other pairs. 0 = off.
+  double summary_text_swap = 0;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -61,6 +72,7 @@ struct PretrainResult {
   double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (held-out images: every 8th, at most 256)
   double vision_colour_accuracy = 0, vision_shape_accuracy = 0;  ///< the same, per label
   double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
+  double summary_text_first_loss = 0, summary_text_last_loss = 0;  ///< its caption rows alone (text prompts)
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
 
@@ -70,6 +82,18 @@ struct PretrainResult {
 /// cell holds that colour on that shape.
 std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
                                         int64_t shapes);
+
+/// The same multi-hot vector for a caption: the pairs it names as a colour word directly followed
+/// by a shape word (words lower-cased, split at anything but letters); colour_names/shape_names
+/// are the classes 1.. in order.
+/// The caption with the colour words of two of its colour-shape pairs exchanged (two pairs that
+/// differ in colour and shape, picked with rng; "a"/"an" before them follow), or "" when it names
+/// no two such pairs.
+std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
+                                const std::vector<std::string>& shape_names, std::mt19937_64& rng);
+
+std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                        const std::vector<std::string>& shape_names);
 
 /// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 /// preprocessor_config.json, metrics.jsonl}.
