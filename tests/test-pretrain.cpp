@@ -256,6 +256,12 @@ TEST(Pretrain, SceneSummaryPairsTrainOnImagesAndOnCaptionsThroughTextPrompts) {
   bad.summary_text_prompts = {"<image>\n{text}"};
   EXPECT_NE(error_of(bad).find("must hold '{text}' and no image placeholder"), std::string::npos);
   bad = o;
+  bad.summary_text_swap = 1.5;
+  EXPECT_NE(error_of(bad).find("swap chance must be in [0, 1]"), std::string::npos);
+  bad = pairs_only;
+  bad.summary_text_swap = 0.5;
+  EXPECT_NE(error_of(bad).find("needs text summary prompts"), std::string::npos);
+  bad = o;
   bad.summary_target = "cells";
   EXPECT_NE(error_of(bad).find("need the 'pairs' summary target"), std::string::npos);
   bad.summary_target = "objects";

@@ -318,47 +318,69 @@ std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int6
   return hot;
 }
 
-std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
-                                        const std::vector<std::string>& shape_names) {
-  UNIME_CHECK(!colour_names.empty() && !shape_names.empty(), "caption_pair_targets: no colour or shape names");
-  std::vector<std::string> words(1);
-  for (char c : caption) {
-    if (std::isalpha(static_cast<unsigned char>(c))) words.back() += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    else if (!words.back().empty()) words.emplace_back();
-  }
-  auto find = [](const std::vector<std::string>& names, const std::string& w) {
-    return static_cast<int64_t>(std::find(names.begin(), names.end(), w) - names.begin());
-  };
-  const int64_t colours = static_cast<int64_t>(colour_names.size()), shapes = static_cast<int64_t>(shape_names.size());
-  std::vector<float> hot(static_cast<size_t>(colours * shapes), 0.f);
-  for (size_t i = 0; i + 1 < words.size(); ++i) {
-    const int64_t colour = find(colour_names, words[i]), shape = find(shape_names, words[i + 1]);
-    if (colour < colours && shape < shapes) hot[static_cast<size_t>(colour * shapes + shape)] = 1.f;
-  }
-  return hot;
-}
+namespace {
 
-std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
-                                const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
-  struct Word { size_t begin, end; std::string lower; };
+// A caption's words (runs of letters), lower-cased, with where each stands in the caption.
+struct Word {
+  size_t begin, end;
+  std::string lower;
+};
+std::vector<Word> caption_words(const std::string& caption) {
   std::vector<Word> words;
   for (size_t i = 0; i < caption.size();) {
-    if (!std::isalpha(static_cast<unsigned char>(caption[i]))) { ++i; continue; }
+    if (!std::isalpha(static_cast<unsigned char>(caption[i]))) {
+      ++i;
+      continue;
+    }
     Word w{i, i, ""};
     for (; w.end < caption.size() && std::isalpha(static_cast<unsigned char>(caption[w.end])); ++w.end)
       w.lower += static_cast<char>(std::tolower(static_cast<unsigned char>(caption[w.end])));
     i = w.end;
     words.push_back(std::move(w));
   }
-  auto in = [](const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); };
-  std::vector<size_t> at;  // word index of each colour word directly before a shape word
-  for (size_t i = 0; i + 1 < words.size(); ++i)
-    if (in(colour_names, words[i].lower) && in(shape_names, words[i + 1].lower)) at.push_back(i);
+  return words;
+}
+
+// The index of each colour word directly followed by a shape word, and those two words' classes.
+struct NamedPair {
+  size_t word;
+  int64_t colour, shape;
+};
+std::vector<NamedPair> named_pairs(const std::vector<Word>& words, const std::vector<std::string>& colour_names,
+                                   const std::vector<std::string>& shape_names) {
+  UNIME_CHECK(!colour_names.empty() && !shape_names.empty(), "caption pairs: no colour or shape names");
+  auto find = [](const std::vector<std::string>& names, const std::string& w) {
+    return static_cast<int64_t>(std::find(names.begin(), names.end(), w) - names.begin());
+  };
+  std::vector<NamedPair> out;
+  for (size_t i = 0; i + 1 < words.size(); ++i) {
+    const int64_t colour = find(colour_names, words[i].lower), shape = find(shape_names, words[i + 1].lower);
+    if (colour < static_cast<int64_t>(colour_names.size()) && shape < static_cast<int64_t>(shape_names.size()))
+      out.push_back({i, colour, shape});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                        const std::vector<std::string>& shape_names) {
+  const auto shapes = static_cast<int64_t>(shape_names.size());
+  std::vector<float> hot(colour_names.size() * shape_names.size(), 0.f);
+  for (const auto& p : named_pairs(caption_words(caption), colour_names, shape_names))
+    hot[static_cast<size_t>(p.colour * shapes + p.shape)] = 1.f;
+  return hot;
+}
+
+std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
+                                const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
+  const auto words = caption_words(caption);
+  const auto named = named_pairs(words, colour_names, shape_names);
   std::vector<std::pair<size_t, size_t>> options;  // two pairs whose swap changes both
-  for (size_t a = 0; a < at.size(); ++a)
-    for (size_t b = a + 1; b < at.size(); ++b)
-      if (words[at[a]].lower != words[at[b]].lower && words[at[a] + 1].lower != words[at[b] + 1].lower)
-        options.emplace_back(at[a], at[b]);
+  for (size_t a = 0; a < named.size(); ++a)
+    for (size_t b = a + 1; b < named.size(); ++b)
+      if (named[a].colour != named[b].colour && named[a].shape != named[b].shape)
+        options.emplace_back(named[a].word, named[b].word);
   if (options.empty()) return "";
   const auto [x, y] = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
   // rebuild: the two colour words exchanged, an article right before either agreeing with its new word
@@ -502,6 +524,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
     UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
                 "pretrain: text summary prompts need the 'pairs' summary target");
+    UNIME_CHECK(o.summary_text_swap >= 0 && o.summary_text_swap <= 1 &&
+                    (o.summary_text_swap == 0 || !o.summary_text_prompts.empty()),
+                "pretrain: the text summary swap chance must be in [0, 1] and needs text summary prompts, got ",
+                o.summary_text_swap);
     for (const auto& prompt : o.summary_text_prompts)
       UNIME_CHECK(prompt.find("{text}") != std::string::npos && prompt.find(*image_token_text) == std::string::npos,
                   "pretrain: the text summary prompt '", prompt, "' must hold '{text}' and no image placeholder");
