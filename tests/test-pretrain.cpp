@@ -205,7 +205,7 @@ TEST(Pretrain, CaptionColourSwapExchangesTwoPairsColours) {
   EXPECT_EQ(train::caption_colour_swap("A red square and a red circle.", colours, shapes, rng), "");
   EXPECT_EQ(train::caption_colour_swap("A red square and a blue square.", colours, shapes, rng), "");
   EXPECT_EQ(train::caption_colour_swap("A red square.", colours, shapes, rng), "");
-  // three pairs: every draw is one of the three swaps, the bag of words stays, the pairs change
+  // three pairs, two eligible swaps: every draw is one of them, the letters stay, the pairs change
   const std::string three = "There is a blue star, a red square and a blue circle.";
   std::set<std::string> seen;
   for (int i = 0; i < 50; ++i) {

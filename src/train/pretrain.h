@@ -86,14 +86,14 @@ std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int6
 /// The same multi-hot vector for a caption: the pairs it names as a colour word directly followed
 /// by a shape word (words lower-cased, split at anything but letters); colour_names/shape_names
 /// are the classes 1.. in order.
+std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                        const std::vector<std::string>& shape_names);
+
 /// The caption with the colour words of two of its colour-shape pairs exchanged (two pairs that
 /// differ in colour and shape, picked with rng; "a"/"an" before them follow), or "" when it names
 /// no two such pairs.
 std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names, std::mt19937_64& rng);
-
-std::vector<float> caption_pair_targets(const std::string& caption, const std::vector<std::string>& colour_names,
-                                        const std::vector<std::string>& shape_names);
 
 /// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 /// preprocessor_config.json, metrics.jsonl}.
