@@ -267,3 +267,39 @@ TEST(Pretrain, SceneSummaryPairsTrainOnImagesAndOnCaptionsThroughTextPrompts) {
   bad.summary_target = "objects";
   EXPECT_NE(error_of(bad).find("must be 'cells' or 'pairs'"), std::string::npos);
 }
+
+TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
+  auto o = options("contrast");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.summary_prompts = {"<image>\nSummary above image in one word:"};
+  o.summary_text_prompts = {"{text}\nSummary above sentence in one word:"};
+  o.summary_weight = 1.0;
+  o.summary_target = "pairs";
+  o.summary_contrast = 1.0;
+  o.batch_size = 16;
+  o.steps = 160;
+  o.lr = 2e-3;
+  o.warmup_steps = 5;
+  auto r = train::run_pretrain(o);
+  std::printf("image-caption contrast: loss %.3f -> %.3f, own caption first %.2f, above its colour swap %.2f\n",
+              r.contrast_first_loss, r.contrast_last_loss, r.contrast_accuracy, r.contrast_swap_accuracy);
+  // at the start every candidate is alike: the loss is near log(candidates) (16 captions + swaps,
+  // or 16 images), and it falls as images and captions find each other
+  EXPECT_GT(r.contrast_first_loss, 0.8 * std::log(16.0));
+  EXPECT_LT(r.contrast_last_loss, 0.8 * r.contrast_first_loss);
+  // images find their own caption among 16 captions and their swaps (chance: 1/16 at best; a run
+  // that pairs each image with a neighbour's caption scored 0.06, this one 0.29)
+  EXPECT_GT(r.contrast_accuracy, 3.0 / 16);
+  EXPECT_GT(r.contrast_swap_accuracy, 0);  // swaps were drawn and scored
+  EXPECT_GT(r.summary_text_first_loss, 0);
+
+  auto bad = o;
+  bad.summary_text_swap = 0.5;  // the swaps are the contrast's negatives, not replacements
+  EXPECT_NE(error_of(bad).find("and no text summary swap"), std::string::npos);
+  bad = o;
+  bad.summary_text_prompts.clear();
+  EXPECT_NE(error_of(bad).find("needs a weight >= 0, a temperature > 0, text summary prompts"), std::string::npos);
+  bad = o;
+  bad.summary_contrast_temperature = 0;
+  EXPECT_NE(error_of(bad).find("a temperature > 0"), std::string::npos);
+}

@@ -59,6 +59,7 @@ struct Plan {
   int64_t pre_summary_pairs = 0;  // 1: the summary head predicts colour-shape pairs instead of cells
   int64_t pre_summary_text = 0;   // 1 (with pairs): captions' embedding tokens predict the pairs they name too
   double pre_summary_text_swap = 0;  // chance a caption row there has two objects' colours swapped
+  double pre_summary_contrast = 0;   // weight of an image-caption contrast with colour-swap negatives (text on)
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
@@ -80,7 +81,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -463,6 +464,7 @@ int run_demo(const DemoOptions& o) {
       // and the text prompt captions are embedded with (pairs only): one read-out for both sides
       if (p.pre_summary_text) po.summary_text_prompts.push_back(text::render_prompt(tmpl, "", "{text}", 0));
       po.summary_text_swap = p.pre_summary_text_swap;
+      po.summary_contrast = p.pre_summary_contrast;
     }
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
@@ -476,7 +478,9 @@ int run_demo(const DemoOptions& o) {
            {"vision_accuracy", r.vision_accuracy}, {"vision_colour_accuracy", r.vision_colour_accuracy},
            {"vision_shape_accuracy", r.vision_shape_accuracy},
            {"summary_first_loss", r.summary_first_loss}, {"summary_last_loss", r.summary_last_loss},
-           {"summary_text_first_loss", r.summary_text_first_loss}, {"summary_text_last_loss", r.summary_text_last_loss}};
+           {"summary_text_first_loss", r.summary_text_first_loss}, {"summary_text_last_loss", r.summary_text_last_loss},
+           {"contrast_first_loss", r.contrast_first_loss}, {"contrast_last_loss", r.contrast_last_loss},
+           {"contrast_accuracy", r.contrast_accuracy}, {"contrast_swap_accuracy", r.contrast_swap_accuracy}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));

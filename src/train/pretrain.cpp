@@ -24,6 +24,7 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "text/tokenizer.h"
+#include "train/loss-contrastive.h"
 #include "train/trainer.h"
 #include "vision/clip-processor.h"
 
@@ -528,6 +529,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                     (o.summary_text_swap == 0 || !o.summary_text_prompts.empty()),
                 "pretrain: the text summary swap chance must be in [0, 1] and needs text summary prompts, got ",
                 o.summary_text_swap);
+    UNIME_CHECK(o.summary_contrast >= 0 && o.summary_contrast_temperature > 0 &&
+                    (o.summary_contrast == 0 || (!o.summary_text_prompts.empty() && o.summary_text_swap == 0)),
+                "pretrain: the image-caption contrast needs a weight >= 0, a temperature > 0, text summary prompts "
+                "and no text summary swap (its swap rows are the negatives), got weight ",
+                o.summary_contrast, ", temperature ", o.summary_contrast_temperature, ", swap ", o.summary_text_swap);
     for (const auto& prompt : o.summary_text_prompts)
       UNIME_CHECK(prompt.find("{text}") != std::string::npos && prompt.find(*image_token_text) == std::string::npos,
                   "pretrain: the text summary prompt '", prompt, "' must hold '{text}' and no image placeholder");
@@ -575,10 +581,14 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // With the summary objective, each labelled image is also packed once behind a random summary
   // prompt (its own sequence); returns the next-token loss, its target count and the summary loss.
   std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
+  std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
+  const bool contrast = summary && o.summary_contrast > 0;
   auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
                         bool with_summary) {
     std::vector<int64_t> ids, lens, targets, target_pos, summary_pos;
     size_t image_rows = 0;  // summary rows [0, image_rows) are images, the rest captions
+    // per batch item, its image, caption and caption-swap summary rows (-1: none), for the contrast
+    std::vector<int64_t> image_row(batch.size(), -1), caption_row(batch.size(), -1), swap_row(batch.size(), -1);
     std::vector<float> summary_targets;
     std::vector<torch::Tensor> px;
     for (size_t b = 0; b < batch.size(); ++b) {
@@ -602,6 +612,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       for (size_t b = 0; b < batch.size(); ++b) {
         const auto& lab = example_targets[static_cast<size_t>(examples[image_of[b]].image)];
         if (lab.empty()) continue;
+        image_row[b] = static_cast<int64_t>(summary_pos.size());
         const auto& prompt = summary_ids[std::uniform_int_distribution<size_t>(0, summary_ids.size() - 1)(rng)];
         ids.insert(ids.end(), prompt.begin(), prompt.end());
         lens.push_back(static_cast<int64_t>(prompt.size()));
@@ -627,12 +638,22 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
             caption = std::move(swapped), lab = &swapped_lab;
           }
         }
-        prompt.replace(prompt.find("{text}"), 6, caption);
-        const auto enc = tok.encode(prompt, true);
-        ids.insert(ids.end(), enc.begin(), enc.end());
-        lens.push_back(static_cast<int64_t>(enc.size()));
-        summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
-        summary_targets.insert(summary_targets.end(), lab->begin(), lab->end());
+        auto add_row = [&](const std::string& text, const std::vector<float>& lab) {
+          std::string full = prompt;
+          full.replace(full.find("{text}"), 6, text);
+          const auto enc = tok.encode(full, true);
+          ids.insert(ids.end(), enc.begin(), enc.end());
+          lens.push_back(static_cast<int64_t>(enc.size()));
+          summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
+          summary_targets.insert(summary_targets.end(), lab.begin(), lab.end());
+          return static_cast<int64_t>(summary_pos.size()) - 1;
+        };
+        caption_row[b] = add_row(caption, *lab);
+        if (contrast && image_row[b] >= 0) {  // the hard negative: the same caption, two colours swapped
+          const std::string swapped = caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng);
+          if (!swapped.empty())
+            swap_row[b] = add_row(swapped, caption_pair_targets(swapped, labels.colour_names, labels.shape_names));
+        }
       }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
     auto real = torch::ones_like(ids_t, torch::kBool);
@@ -646,9 +667,35 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     auto logits = model->lm_head_->forward(model->decoder_->norm(h.index_select(0, pos)));  // [M, V]
     auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32),
                                                      torch::tensor(targets, torch::kInt64));
-    torch::Tensor sloss;
+    torch::Tensor sloss, closs;
     if (!summary_pos.empty()) {
       auto state = model->decoder_->norm(h.index_select(0, torch::tensor(summary_pos, torch::kInt64)));
+      // the contrast: images against their captions (in-batch negatives) and the captions' swaps
+      std::vector<int64_t> img, cap, swp, swp_of;  // swp_of: the item (index into img) each swap belongs to
+      for (size_t b = 0; b < batch.size(); ++b)
+        if (contrast && image_row[b] >= 0 && caption_row[b] >= 0) {
+          if (swap_row[b] >= 0) swp.push_back(swap_row[b]), swp_of.push_back(static_cast<int64_t>(img.size()));
+          img.push_back(image_row[b]), cap.push_back(caption_row[b]);
+        }
+      if (img.size() >= 2) {
+        auto e = torch::nn::functional::normalize(state.to(torch::kFloat32),
+                                                  torch::nn::functional::NormalizeFuncOptions().dim(-1));
+        auto ei = e.index_select(0, torch::tensor(img)), ec = e.index_select(0, torch::tensor(cap));
+        auto cand = swp.empty() ? ec : torch::cat({ec, e.index_select(0, torch::tensor(swp))});
+        const double tau = o.summary_contrast_temperature;
+        closs = 0.5 * (loss_infonce(ei, cand, tau) + loss_infonce(ec, ei, tau));  // image -> text, text -> image
+        torch::NoGradGuard ng;
+        auto s_i2t = ei.matmul(cand.t());  // [n, n + swaps]
+        contrast_acc.push_back(
+            (s_i2t.argmax(1) == torch::arange(static_cast<int64_t>(img.size()))).to(torch::kFloat32).mean().item<double>());
+        if (!swp.empty()) {
+          auto of = torch::tensor(swp_of);
+          auto own = s_i2t.index_select(0, of).gather(1, of.unsqueeze(1)).squeeze(1);
+          auto neg = s_i2t.index_select(0, of).gather(1, (torch::arange(static_cast<int64_t>(swp.size())) +
+                                                          static_cast<int64_t>(img.size())).unsqueeze(1)).squeeze(1);
+          contrast_swap_acc.push_back((own > neg).to(torch::kFloat32).mean().item<double>());
+        }
+      }
       auto logits = summary_head(state).to(torch::kFloat32);
       auto st = torch::tensor(summary_targets).view({static_cast<int64_t>(summary_pos.size()), -1});
       sloss = pairs ? torch::nn::functional::binary_cross_entropy_with_logits(logits, st)
@@ -664,7 +711,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       at::autocast::set_cpu_enabled(false);
       at::autocast::clear_cache();
     }
-    return std::make_tuple(loss, static_cast<int64_t>(targets.size()), sloss);
+    return std::make_tuple(loss, static_cast<int64_t>(targets.size()), sloss, closs);
   };
 
   for (int64_t step = 1; step <= o.steps; ++step) {
@@ -679,14 +726,18 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       batch.push_back(order[cursor++]);
       std::shuffle(examples[batch.back()].segs.begin(), examples[batch.back()].segs.end(), rng);
     }
-    auto [loss, n_targets, sloss] = batch_loss(batch, batch, summary);
+    auto [loss, n_targets, sloss, closs] = batch_loss(batch, batch, summary);
     optim.zero_grad();
+    auto total = loss;
     if (sloss.defined()) {
       summary_losses.push_back(sloss.item<double>());
-      (loss + o.summary_weight * sloss).backward();
-    } else {
-      loss.backward();
+      total = total + o.summary_weight * sloss;
     }
+    if (closs.defined()) {
+      contrast_losses.push_back(closs.item<double>());
+      total = total + o.summary_contrast * closs;
+    }
+    total.backward();
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
     optim.step();
     const double l = loss.item<double>();
@@ -696,6 +747,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     res.tokens += n_targets;
     json line{{"step", step}, {"loss", l}, {"lr", lr}, {"tokens", n_targets}};
     if (sloss.defined()) line["summary_loss"] = summary_losses.back();
+    if (closs.defined()) line["contrast_loss"] = contrast_losses.back();
     metrics << line.dump() << "\n";
     if (!o.quiet)
       bar.update(step, str("loss ", static_cast<int64_t>(l * 1000) / 1000.0,
@@ -711,6 +763,19 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(summary_losses.size()));
     res.summary_first_loss = mean(summary_losses.begin(), summary_losses.begin() + ks);
     res.summary_last_loss = mean(summary_losses.end() - ks, summary_losses.end());
+  }
+  if (!contrast_losses.empty()) {
+    const int64_t kc = std::min<int64_t>(10, static_cast<int64_t>(contrast_losses.size()));
+    res.contrast_first_loss = mean(contrast_losses.begin(), contrast_losses.begin() + kc);
+    res.contrast_last_loss = mean(contrast_losses.end() - kc, contrast_losses.end());
+  }
+  if (!contrast_acc.empty()) {
+    const int64_t ka = std::min<int64_t>(10, static_cast<int64_t>(contrast_acc.size()));
+    res.contrast_accuracy = mean(contrast_acc.end() - ka, contrast_acc.end());
+  }
+  if (!contrast_swap_acc.empty()) {
+    const int64_t ka = std::min<int64_t>(10, static_cast<int64_t>(contrast_swap_acc.size()));
+    res.contrast_swap_accuracy = mean(contrast_swap_acc.end() - ka, contrast_swap_acc.end());
   }
   if (!text_summary_losses.empty()) {
     const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(text_summary_losses.size()));

@@ -55,6 +55,14 @@ struct PretrainOptions {
   /// its objects' colours swapped (caption_colour_swap; its own pair targets), so that the head
   /// meets captions with the same colours and shapes but other pairs. 0 = off.
   double summary_text_swap = 0;
+  /// With text prompts: the weight of an image-caption contrastive loss between the embedding
+  /// tokens (0 = off; needs summary_text_swap 0): each step, the batch's image rows and their
+  /// caption rows (L2-normalised final-norm states) form a symmetric InfoNCE at
+  /// summary_contrast_temperature, and every caption's colour swap (caption_colour_swap) joins the
+  /// image's candidates as a hard negative - NegCLIP's recipe (Yuksekgonul et al., 2023) against
+  /// bag-of-words embeddings. The swap rows also train the pairs head on their own pairs.
+  double summary_contrast = 0;
+  double summary_contrast_temperature = 0.05;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -73,6 +81,10 @@ struct PretrainResult {
   double vision_colour_accuracy = 0, vision_shape_accuracy = 0;  ///< the same, per label
   double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
   double summary_text_first_loss = 0, summary_text_last_loss = 0;  ///< its caption rows alone (text prompts)
+  double contrast_first_loss = 0, contrast_last_loss = 0;  ///< the image-caption contrastive loss (means of 10 steps)
+  /// over the last 10 steps: how often an image's own caption scored highest among the batch's
+  /// captions and swaps, and how often above that caption's colour swap
+  double contrast_accuracy = 0, contrast_swap_accuracy = 0;
   int64_t parameters = 0, tokens = 0;    ///< trained tokens (targets)
 };
 
