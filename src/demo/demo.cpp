@@ -59,6 +59,7 @@ struct Plan {
   int64_t pre_summary_pairs = 0;  // 1: the summary head predicts colour-shape pairs instead of cells
   int64_t pre_summary_text = 0;   // 1 (with pairs): captions' embedding tokens predict the pairs they name too
   double pre_summary_text_swap = 0;  // chance a caption row there has two objects' colours swapped
+  int64_t pre_constant_lr = 0;       // 1: stage 0's learning rate stays at pre_lr after warm-up (default: cosine)
   double pre_summary_contrast = 0;   // weight of an image-caption contrast with colour-swap negatives (text on)
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
@@ -81,7 +82,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_constant_lr", &p.pre_constant_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -453,6 +454,7 @@ int run_demo(const DemoOptions& o) {
     po.steps = p.pre_steps;
     po.batch_size = p.pre_batch;
     po.lr = p.pre_lr;
+    if (p.pre_constant_lr) po.schedule = "constant";
     if (p.pre_summary > 0) {
       // the image prompts the pipeline embeds images with: the template's own, and the instructions
       // of image candidates and of image -> caption queries
