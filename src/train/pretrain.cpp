@@ -157,6 +157,16 @@ VisionLabels read_vision_labels(const std::string& path) {
   return L;
 }
 
+// The mean of a per-step series' first / last 10 values (fewer when shorter; 0 when empty).
+double first10(const std::vector<double>& v) {
+  const auto n = std::min<size_t>(10, v.size());
+  return n ? std::accumulate(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), 0.0) / static_cast<double>(n) : 0;
+}
+double last10(const std::vector<double>& v) {
+  const auto n = std::min<size_t>(10, v.size());
+  return n ? std::accumulate(v.end() - static_cast<std::ptrdiff_t>(n), v.end(), 0.0) / static_cast<double>(n) : 0;
+}
+
 // The vision warm-up: ViT + projector + a temporary linear head over the F feature tokens, one
 // cross-entropy per label (cells' colour / shape / size, tone, texture), AdamW + cosine.
 void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionLabels& L,
@@ -268,9 +278,7 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
     if (!o.quiet) bar.update(step, str("loss ", static_cast<int64_t>(losses.back() * 1000) / 1000.0));
   }
   if (!o.quiet) bar.finish();
-  const size_t k = std::min<size_t>(10, losses.size());
-  res.vision_first_loss = std::accumulate(losses.begin(), losses.begin() + k, 0.0) / k;
-  res.vision_last_loss = std::accumulate(losses.end() - k, losses.end(), 0.0) / k;
+  res.vision_first_loss = first10(losses), res.vision_last_loss = last10(losses);
   {
     torch::NoGradGuard ng;
     for (auto& [p, m] : model.modules()) m->eval();
@@ -583,6 +591,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
+  // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
+  auto colour_swap = [&](const std::string& caption) {
+    std::pair<std::string, std::vector<float>> out{
+        caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng), {}};
+    if (!out.first.empty()) out.second = caption_pair_targets(out.first, labels.colour_names, labels.shape_names);
+    return out;
+  };
   auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
                         bool with_summary) {
     std::vector<int64_t> ids, lens, targets, target_pos, summary_pos;
@@ -630,13 +645,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
             o.summary_text_prompts[std::uniform_int_distribution<size_t>(0, o.summary_text_prompts.size() - 1)(rng)];
         const std::vector<float>* lab = &caption_targets[static_cast<size_t>(batch[b])][c];
         std::string caption = ex.captions[c];
-        std::vector<float> swapped_lab;
+        std::pair<std::string, std::vector<float>> swapped;
         if (o.summary_text_swap > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.summary_text_swap) {
-          std::string swapped = caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng);
-          if (!swapped.empty()) {
-            swapped_lab = caption_pair_targets(swapped, labels.colour_names, labels.shape_names);
-            caption = std::move(swapped), lab = &swapped_lab;
-          }
+          swapped = colour_swap(caption);
+          if (!swapped.first.empty()) caption = swapped.first, lab = &swapped.second;
         }
         auto add_row = [&](const std::string& text, const std::vector<float>& lab) {
           std::string full = prompt;
@@ -650,9 +662,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         };
         caption_row[b] = add_row(caption, *lab);
         if (contrast && image_row[b] >= 0) {  // the hard negative: the same caption, two colours swapped
-          const std::string swapped = caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng);
-          if (!swapped.empty())
-            swap_row[b] = add_row(swapped, caption_pair_targets(swapped, labels.colour_names, labels.shape_names));
+          const auto [text, pairs_named] = colour_swap(caption);
+          if (!text.empty()) swap_row[b] = add_row(text, pairs_named);
         }
       }
     auto ids_t = torch::tensor(ids, torch::kInt64).unsqueeze(0);                       // [1, N]
@@ -688,11 +699,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         auto s_i2t = ei.matmul(cand.t());  // [n, n + swaps]
         contrast_acc.push_back(
             (s_i2t.argmax(1) == torch::arange(static_cast<int64_t>(img.size()))).to(torch::kFloat32).mean().item<double>());
-        if (!swp.empty()) {
+        if (!swp.empty()) {  // swap j is candidate n + j of its image's row swp_of[j]
           auto of = torch::tensor(swp_of);
-          auto own = s_i2t.index_select(0, of).gather(1, of.unsqueeze(1)).squeeze(1);
-          auto neg = s_i2t.index_select(0, of).gather(1, (torch::arange(static_cast<int64_t>(swp.size())) +
-                                                          static_cast<int64_t>(img.size())).unsqueeze(1)).squeeze(1);
+          auto own = s_i2t.index({of, of});
+          auto neg = s_i2t.index({of, torch::arange(static_cast<int64_t>(swp.size())) + static_cast<int64_t>(img.size())});
           contrast_swap_acc.push_back((own > neg).to(torch::kFloat32).mean().item<double>());
         }
       }
@@ -755,33 +765,12 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   }
   if (!o.quiet) bar.finish();
   metrics.close();
-  auto mean = [](auto b, auto e) { return std::accumulate(b, e, 0.0) / std::max<int64_t>(1, e - b); };
-  const int64_t k = std::min<int64_t>(10, static_cast<int64_t>(losses.size()));
-  res.first_loss = mean(losses.begin(), losses.begin() + k);
-  res.last_loss = mean(losses.end() - k, losses.end());
-  if (!summary_losses.empty()) {
-    const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(summary_losses.size()));
-    res.summary_first_loss = mean(summary_losses.begin(), summary_losses.begin() + ks);
-    res.summary_last_loss = mean(summary_losses.end() - ks, summary_losses.end());
-  }
-  if (!contrast_losses.empty()) {
-    const int64_t kc = std::min<int64_t>(10, static_cast<int64_t>(contrast_losses.size()));
-    res.contrast_first_loss = mean(contrast_losses.begin(), contrast_losses.begin() + kc);
-    res.contrast_last_loss = mean(contrast_losses.end() - kc, contrast_losses.end());
-  }
-  if (!contrast_acc.empty()) {
-    const int64_t ka = std::min<int64_t>(10, static_cast<int64_t>(contrast_acc.size()));
-    res.contrast_accuracy = mean(contrast_acc.end() - ka, contrast_acc.end());
-  }
-  if (!contrast_swap_acc.empty()) {
-    const int64_t ka = std::min<int64_t>(10, static_cast<int64_t>(contrast_swap_acc.size()));
-    res.contrast_swap_accuracy = mean(contrast_swap_acc.end() - ka, contrast_swap_acc.end());
-  }
-  if (!text_summary_losses.empty()) {
-    const int64_t ks = std::min<int64_t>(10, static_cast<int64_t>(text_summary_losses.size()));
-    res.summary_text_first_loss = mean(text_summary_losses.begin(), text_summary_losses.begin() + ks);
-    res.summary_text_last_loss = mean(text_summary_losses.end() - ks, text_summary_losses.end());
-  }
+  // each series as the means of its first and last 10 steps (0 for a series never drawn)
+  res.first_loss = first10(losses), res.last_loss = last10(losses);
+  res.summary_first_loss = first10(summary_losses), res.summary_last_loss = last10(summary_losses);
+  res.summary_text_first_loss = first10(text_summary_losses), res.summary_text_last_loss = last10(text_summary_losses);
+  res.contrast_first_loss = first10(contrast_losses), res.contrast_last_loss = last10(contrast_losses);
+  res.contrast_accuracy = last10(contrast_acc), res.contrast_swap_accuracy = last10(contrast_swap_acc);
   // Does the model look at the image? The loss on up to 64 examples with their own image and
   // with another example's image (the next one in the list): a model that ignores pixels scores
   // the same on both.
