@@ -302,4 +302,9 @@ TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
   bad = o;
   bad.summary_contrast_temperature = 0;
   EXPECT_NE(error_of(bad).find("a temperature > 0"), std::string::npos);
+  bad = o;  // the text rows and the contrast are parts of the summary objective, never silently dropped
+  bad.summary_weight = 0;
+  EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
+  bad.summary_contrast = 0;
+  EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
 }

@@ -455,19 +455,20 @@ int run_demo(const DemoOptions& o) {
     po.batch_size = p.pre_batch;
     po.lr = p.pre_lr;
     if (p.pre_constant_lr) po.schedule = "constant";
+    const auto tmpl = text::load_template("plain");
     if (p.pre_summary > 0) {
       // the image prompts the pipeline embeds images with: the template's own, and the instructions
       // of image candidates and of image -> caption queries
-      const auto tmpl = text::load_template("plain");
       for (const char* ins : {"", data::world::kInstrI2T, data::world::kTgtImage})
         po.summary_prompts.push_back(text::render_prompt(tmpl, ins, "", 1));
       po.summary_weight = p.pre_summary;
       po.summary_target = p.pre_summary_pairs ? "pairs" : "cells";
-      // and the text prompt captions are embedded with (pairs only): one read-out for both sides
-      if (p.pre_summary_text) po.summary_text_prompts.push_back(text::render_prompt(tmpl, "", "{text}", 0));
-      po.summary_text_swap = p.pre_summary_text_swap;
-      po.summary_contrast = p.pre_summary_contrast;
     }
+    // and the text prompt captions are embedded with (pairs only): one read-out for both sides;
+    // run_pretrain rejects these without the summary weight
+    if (p.pre_summary_text) po.summary_text_prompts.push_back(text::render_prompt(tmpl, "", "{text}", 0));
+    po.summary_text_swap = p.pre_summary_text_swap;
+    po.summary_contrast = p.pre_summary_contrast;
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;

@@ -489,6 +489,9 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const bool summary = o.summary_weight > 0;
   UNIME_CHECK(!summary || (!o.vision_labels.empty() && !o.summary_prompts.empty()),
               "pretrain: the scene-summary objective needs scene labels and at least one prompt");
+  UNIME_CHECK(summary || (o.summary_text_prompts.empty() && o.summary_text_swap == 0 && o.summary_contrast == 0),
+              "pretrain: text summary prompts, their swaps and the image-caption contrast are parts of the "
+              "scene-summary objective: they need a summary weight > 0");
   VisionLabels labels;
   if (o.vision_steps > 0 || summary) labels = read_vision_labels(o.vision_labels);
   if (o.vision_steps > 0) vision_warmup(*model, o, labels, pixels, image_index, res);
