@@ -3,6 +3,7 @@
 // one line naming the file and the problem.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "io/safetensors.h"
 #include "text/bpe-train.h"
 #include "train/pretrain.h"
+#include "train/trainer.h"
 #include "unime/random-model.h"
 
 namespace fs = std::filesystem;
@@ -307,4 +309,23 @@ TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
   bad.summary_contrast = 0;
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
+}
+
+TEST(Schedule, LearningRatesFollowHuggingFaceSchedulers) {
+  // HF get_{linear,cosine,constant}_schedule_with_warmup at lr 1, 10 steps, 2 of warm-up; optimizer
+  // step s uses lambda(s - 1): 0, 0.5, then linear (10 - c) / 8, cosine 0.5 (1 + cos(pi (c - 2) / 8)), 1
+  const double pi = std::acos(-1.0);
+  for (int64_t s = 1; s <= 10; ++s) {
+    const double c = static_cast<double>(s - 1);
+    const double warm = c < 2 ? c / 2 : -1;
+    EXPECT_NEAR(train::schedule_lr("linear", 1.0, s, 10, 2), warm >= 0 ? warm : (10 - c) / 8, 1e-12) << s;
+    EXPECT_NEAR(train::schedule_lr("cosine", 1.0, s, 10, 2), warm >= 0 ? warm : 0.5 * (1 + std::cos(pi * (c - 2) / 8)),
+                1e-12) << s;
+    EXPECT_NEAR(train::schedule_lr("constant", 1.0, s, 10, 2), warm >= 0 ? warm : 1.0, 1e-12) << s;
+  }
+  EXPECT_DOUBLE_EQ(train::schedule_lr("cosine", 3e-4, 3, 10, 2), 3e-4);  // the peak right after warm-up
+  EXPECT_THROW(train::schedule_lr("cosine-with-restarts", 1.0, 1, 10, 2), std::exception);
+  auto o = options("bad-schedule");  // stage 0 names a bad schedule instead of training on linear
+  o.schedule = "Cosine";
+  EXPECT_NE(error_of(o).find("must be linear, cosine or constant, got 'Cosine'"), std::string::npos);
 }

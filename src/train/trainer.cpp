@@ -32,6 +32,8 @@ using nlohmann::json;
 
 double schedule_lr(const std::string& schedule, double lr, int64_t s, int64_t total, int64_t warmup) {
   // HF get_{linear,cosine}_schedule_with_warmup: optimizer step s (1-based) uses lambda(s - 1)
+  UNIME_CHECK(schedule == "linear" || schedule == "cosine" || schedule == "constant",
+              "the learning-rate schedule must be linear, cosine or constant, got '", schedule, "'");
   const double cur = static_cast<double>(s - 1);
   if (cur < static_cast<double>(warmup)) return lr * cur / static_cast<double>(std::max<int64_t>(1, warmup));
   if (schedule == "constant") return lr;
