@@ -110,6 +110,21 @@ TEST(Pretrain, VisionWarmupLearnsTheSceneLabels) {
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"})
     EXPECT_TRUE(fs::exists(fs::path(o.output) / f)) << f;
   EXPECT_FALSE(fs::exists(o.output + ".tmp"));
+  EXPECT_EQ(r.vision_position_accuracy, 0);  // not asked for
+}
+
+TEST(Pretrain, VisionWarmupCanTeachEachFeatureWhichCellItIs) {
+  auto o = options("warm-position");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.vision_steps = 60;
+  o.vision_batch = 32;
+  o.vision_lr = 2e-3;
+  o.vision_position = true;
+  o.steps = 1;
+  auto r = train::run_pretrain(o);
+  std::printf("vision warm-up with positions: held-out cells named right %.3f (chance 1/9)\n",
+              r.vision_position_accuracy);
+  EXPECT_GT(r.vision_position_accuracy, 0.9);
 }
 
 TEST(Pretrain, BadLabelFilesNameTheProblem) {
@@ -265,9 +280,45 @@ TEST(Pretrain, SceneSummaryPairsTrainOnImagesAndOnCaptionsThroughTextPrompts) {
   EXPECT_NE(error_of(bad).find("needs text summary prompts"), std::string::npos);
   bad = o;
   bad.summary_target = "cells";
-  EXPECT_NE(error_of(bad).find("need the 'pairs' summary target"), std::string::npos);
+  EXPECT_NE(error_of(bad).find("need the 'pairs' or 'pairs+cells' summary target"), std::string::npos);
   bad.summary_target = "objects";
-  EXPECT_NE(error_of(bad).find("must be 'cells' or 'pairs'"), std::string::npos);
+  EXPECT_NE(error_of(bad).find("must be 'cells', 'pairs' or 'pairs+cells'"), std::string::npos);
+  EXPECT_EQ(p.summary_cells_first_loss, 0);  // no cells part in the pairs target
+}
+
+TEST(Pretrain, SceneSummaryPairsPlusCellsTrainsWhereEachObjectIs) {
+  auto o = options("summary-both");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.summary_prompts = {"<image>\nSummary above image in one word:"};
+  o.summary_text_prompts = {"{text}\nSummary above sentence in one word:"};
+  o.summary_weight = 1.0;
+  o.summary_target = "pairs+cells";
+  o.summary_text_swap = 0.5;
+  o.steps = 80;
+  o.lr = 2e-3;
+  o.warmup_steps = 5;
+  auto r = train::run_pretrain(o);
+  std::printf("scene summary (pairs+cells, captions too): loss %.3f -> %.3f, cells part %.3f -> %.3f, captions %.3f -> %.3f\n",
+              r.summary_first_loss, r.summary_last_loss, r.summary_cells_first_loss, r.summary_cells_last_loss,
+              r.summary_text_first_loss, r.summary_text_last_loss);
+  // the cells part: one cross-entropy per label group (9 cells x colour / shape / size, tone,
+  // texture), near the mean of log(classes) at the start, and it is learned
+  EXPECT_GT(r.summary_cells_first_loss, 1.0);
+  EXPECT_LT(r.summary_cells_last_loss, 0.6 * r.summary_cells_first_loss);
+  // the total adds the pairs part (binary cross-entropy, log 2 at the start) to the cells part
+  EXPECT_GT(r.summary_first_loss, r.summary_cells_first_loss + 0.3);
+  EXPECT_LT(r.summary_last_loss, 0.6 * r.summary_first_loss);
+  EXPECT_GT(r.summary_text_first_loss, 0);  // caption rows trained the pairs part
+  EXPECT_LT(r.summary_text_last_loss, 0.5 * r.summary_text_first_loss);
+  // the head predicts the same cells as the "cells" target: its cells part starts where that does
+  auto c = o;
+  c.output = o.output + "-cells";
+  c.summary_target = "cells";
+  c.summary_text_prompts.clear();
+  c.summary_text_swap = 0;
+  c.steps = 10;
+  const auto rc = train::run_pretrain(c);
+  EXPECT_NEAR(rc.summary_first_loss, r.summary_cells_first_loss, 0.25 * rc.summary_first_loss);
 }
 
 TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {

@@ -52,11 +52,12 @@ struct Plan {
   int patch = 32;
   int vision_layers = 4, vision_hidden = 128, text_layers = 4, text_hidden = 128;
   int64_t vision_steps = 0, vision_batch = 64;  // vision-tower warm-up on the scene labels
+  int64_t vision_position = 0;  // 1: the warm-up also teaches each feature which cell it is
   int64_t pre_steps = 0, pre_batch = 16;
   std::string dtype = "f32";  // every step: at this size f32 beats bf16 (eager overhead dominates)
   double pre_lr = 1e-3;
   double pre_summary = 0;  // weight of stage 0's scene-summary objective (train::PretrainOptions)
-  int64_t pre_summary_pairs = 0;  // 1: the summary head predicts colour-shape pairs instead of cells
+  int64_t pre_summary_pairs = 0;  // 1: the summary head predicts colour-shape pairs instead of cells; 2: both
   int64_t pre_summary_text = 0;   // 1 (with pairs): captions' embedding tokens predict the pairs they name too
   double pre_summary_text_swap = 0;  // chance a caption row there has two objects' colours swapped
   int64_t pre_constant_lr = 0;       // 1: stage 0's learning rate stays at pre_lr after warm-up (default: cosine)
@@ -80,7 +81,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"retrieval_images", &p.world.retrieval_images}, {"sugarcrepe_items", &p.world.sugarcrepe_items},
           {"bpe_vocab", &p.bpe_vocab}, {"patch", &p.patch}, {"vision_layers", &p.vision_layers},
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
-          {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps},
+          {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps}, {"vision_position", &p.vision_position},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
           {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_constant_lr", &p.pre_constant_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
@@ -449,6 +450,7 @@ int run_demo(const DemoOptions& o) {
     po.data = {(world / "captions.jsonl").string(), (world / "vqa.jsonl").string()};
     po.vision_labels = (world / "scenes.jsonl").string();
     po.vision_steps = p.vision_steps;
+    po.vision_position = p.vision_position != 0;
     po.vision_batch = p.vision_batch;
     po.output = base.string();
     po.steps = p.pre_steps;
@@ -462,7 +464,9 @@ int run_demo(const DemoOptions& o) {
       for (const char* ins : {"", data::world::kInstrI2T, data::world::kTgtImage})
         po.summary_prompts.push_back(text::render_prompt(tmpl, ins, "", 1));
       po.summary_weight = p.pre_summary;
-      po.summary_target = p.pre_summary_pairs ? "pairs" : "cells";
+      UNIME_CHECK(p.pre_summary_pairs >= 0 && p.pre_summary_pairs <= 2,
+                  "--set pre_summary_pairs: 0 (cells), 1 (pairs) or 2 (pairs+cells), got ", p.pre_summary_pairs);
+      po.summary_target = p.pre_summary_pairs == 2 ? "pairs+cells" : p.pre_summary_pairs ? "pairs" : "cells";
     }
     // and the text prompt captions are embedded with (pairs only): one read-out for both sides;
     // run_pretrain rejects these without the summary weight
@@ -479,9 +483,10 @@ int run_demo(const DemoOptions& o) {
            {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image},
            {"vision_first_loss", r.vision_first_loss}, {"vision_last_loss", r.vision_last_loss},
            {"vision_accuracy", r.vision_accuracy}, {"vision_colour_accuracy", r.vision_colour_accuracy},
-           {"vision_shape_accuracy", r.vision_shape_accuracy},
+           {"vision_shape_accuracy", r.vision_shape_accuracy}, {"vision_position_accuracy", r.vision_position_accuracy},
            {"summary_first_loss", r.summary_first_loss}, {"summary_last_loss", r.summary_last_loss},
            {"summary_text_first_loss", r.summary_text_first_loss}, {"summary_text_last_loss", r.summary_text_last_loss},
+           {"summary_cells_first_loss", r.summary_cells_first_loss}, {"summary_cells_last_loss", r.summary_cells_last_loss},
            {"contrast_first_loss", r.contrast_first_loss}, {"contrast_last_loss", r.contrast_last_loss},
            {"contrast_accuracy", r.contrast_accuracy}, {"contrast_swap_accuracy", r.contrast_swap_accuracy}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");

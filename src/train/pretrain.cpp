@@ -211,13 +211,18 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
   const auto groups = L.groups();
   torch::nn::Linear cell_head(torch::nn::LinearOptions(D, L.colours + L.shapes + L.sizes));
   torch::nn::Linear scene_head(torch::nn::LinearOptions(D, L.tones + L.textures));
+  torch::nn::Linear position_head{nullptr};  // o.vision_position: which cell a pooled feature is
+  if (o.vision_position) {
+    position_head = torch::nn::Linear(torch::nn::LinearOptions(D, L.cells));
+    for (auto& p : position_head->parameters()) params.push_back(p);
+  }
   for (auto& p : cell_head->parameters()) params.push_back(p);
   for (auto& p : scene_head->parameters()) params.push_back(p);
   for (auto& p : params) p.requires_grad_(true);
   torch::optim::AdamW optim(params, torch::optim::AdamWOptions(o.vision_lr).betas({0.9, 0.95}).weight_decay(0.0));
   for (auto& [p, m] : model.modules()) m->train();
 
-  // right/total: [colour, shape] counts on the occupied cells, or null
+  // right/total: [colour, shape] counts on the occupied cells, then [position] on every cell, or null
   auto loss_of = [&](const Set& set, const std::vector<size_t>& batch, int64_t* right, int64_t* total) {
     std::vector<torch::Tensor> px;
     std::vector<int64_t> tg;
@@ -248,7 +253,14 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
       }
       col += n;
     }
-    return loss / static_cast<double>(groups.size());
+    loss = loss / static_cast<double>(groups.size());
+    if (position_head) {
+      auto lg = position_head(cells).reshape({B * L.cells, L.cells});
+      auto tt = torch::arange(L.cells, torch::kInt64).repeat({B});
+      loss = loss + torch::nn::functional::cross_entropy(lg, tt);
+      if (right) right[2] += lg.argmax(1).eq(tt).sum().item<int64_t>(), total[2] += B * L.cells;
+    }
+    return loss;
   };
 
   std::mt19937_64 rng(o.seed + 1);
@@ -284,8 +296,9 @@ void vision_warmup(models::Model& model, const PretrainOptions& o, const VisionL
     for (auto& [p, m] : model.modules()) m->eval();
     std::vector<size_t> batch;
     for (size_t i = 0; i < held_set.images.size(); ++i) batch.push_back(i);
-    int64_t right[2] = {0, 0}, total[2] = {0, 0};
+    int64_t right[3] = {0, 0, 0}, total[3] = {0, 0, 0};
     loss_of(held_set, batch, right, total);
+    if (total[2] > 0) res.vision_position_accuracy = static_cast<double>(right[2]) / static_cast<double>(total[2]);
     res.vision_accuracy = static_cast<double>(right[0] + right[1]) / static_cast<double>(total[0] + total[1]);
     res.vision_colour_accuracy = static_cast<double>(right[0]) / static_cast<double>(total[0]);
     res.vision_shape_accuracy = static_cast<double>(right[1]) / static_cast<double>(total[1]);
@@ -499,7 +512,16 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // the scene-summary prompts, tokenized as the embedder does (bos, image placeholder -> F tokens),
   // and each example's targets, computed once (empty: unlabelled image): the cell labels, or the
   // colour-shape pairs
-  const bool pairs = o.summary_target == "pairs";
+  const bool pairs = o.summary_target == "pairs" || o.summary_target == "pairs+cells";
+  const bool cells = o.summary_target == "cells" || o.summary_target == "pairs+cells";
+  // the head's columns: [pairs | cells]; the targets' columns: [pairs | cell labels]
+  const int64_t pair_width = summary && pairs ? (labels.colours - 1) * (labels.shapes - 1) : 0;
+  // a caption row's targets: its pairs, and with cells too, placeholder cell labels (a caption
+  // does not place its objects in cells; the cells loss reads image rows only)
+  auto text_targets = [&](std::vector<float> t) {
+    if (cells) t.resize(t.size() + static_cast<size_t>(labels.width()), 0.f);
+    return t;
+  };
   std::vector<std::vector<int64_t>> summary_ids;
   std::vector<std::vector<float>> example_targets(examples.size());
   std::vector<std::vector<std::vector<float>>> caption_targets(examples.size());  // per example, per caption
@@ -516,26 +538,24 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                   *image_token_text, "' exactly once");
       summary_ids.push_back(std::move(ids));
     }
-    UNIME_CHECK(pairs || o.summary_target == "cells", "pretrain: the summary target must be 'cells' or 'pairs', got '",
+    UNIME_CHECK(pairs || cells, "pretrain: the summary target must be 'cells', 'pairs' or 'pairs+cells', got '",
                 o.summary_target, "'");
     int64_t labelled = 0;
     for (const auto& [path, i] : image_index) {
       auto it = labels.by_image.find(path);
       if (it == labels.by_image.end()) continue;
-      example_targets[static_cast<size_t>(i)] =
-          pairs ? summary_pair_targets(it->second, labels.cells, labels.colours, labels.shapes)
-                : std::vector<float>(it->second.begin(), it->second.end());
+      auto& t = example_targets[static_cast<size_t>(i)];
+      if (pairs) t = summary_pair_targets(it->second, labels.cells, labels.colours, labels.shapes);
+      if (cells) t.insert(t.end(), it->second.begin(), it->second.end());
       ++labelled;
     }
     UNIME_CHECK(labelled > 0, o.vision_labels, ": labels none of the pretraining images");
-    int64_t width = (labels.colours - 1) * (labels.shapes - 1);  // pairs
-    if (!pairs) {
-      width = 0;
+    int64_t width = pair_width;
+    if (cells)
       for (const auto& [n, k] : labels.groups()) width += n * k;
-    }
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
     UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
-                "pretrain: text summary prompts need the 'pairs' summary target");
+                "pretrain: text summary prompts need the 'pairs' or 'pairs+cells' summary target");
     UNIME_CHECK(o.summary_text_swap >= 0 && o.summary_text_swap <= 1 &&
                     (o.summary_text_swap == 0 || !o.summary_text_prompts.empty()),
                 "pretrain: the text summary swap chance must be in [0, 1] and needs text summary prompts, got ",
@@ -551,7 +571,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     if (!o.summary_text_prompts.empty())
       for (size_t i = 0; i < examples.size(); ++i)
         for (const auto& caption : examples[i].captions)
-          caption_targets[i].push_back(caption_pair_targets(caption, labels.colour_names, labels.shape_names));
+          caption_targets[i].push_back(text_targets(caption_pair_targets(caption, labels.colour_names, labels.shape_names)));
   }
 
   std::vector<torch::Tensor> params;
@@ -592,13 +612,15 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // With the summary objective, each labelled image is also packed once behind a random summary
   // prompt (its own sequence); returns the next-token loss, its target count and the summary loss.
   std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
+  std::vector<double> cells_summary_losses;                  // the cells part of "pairs+cells", reported only
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
   // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
   auto colour_swap = [&](const std::string& caption) {
     std::pair<std::string, std::vector<float>> out{
         caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng), {}};
-    if (!out.first.empty()) out.second = caption_pair_targets(out.first, labels.colour_names, labels.shape_names);
+    if (!out.first.empty())
+      out.second = text_targets(caption_pair_targets(out.first, labels.colour_names, labels.shape_names));
     return out;
   };
   auto batch_loss = [&](const std::vector<int64_t>& batch, const std::vector<int64_t>& image_of,
@@ -711,13 +733,23 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       }
       auto logits = summary_head(state).to(torch::kFloat32);
       auto st = torch::tensor(summary_targets).view({static_cast<int64_t>(summary_pos.size()), -1});
-      sloss = pairs ? torch::nn::functional::binary_cross_entropy_with_logits(logits, st)
-                    : summary_cells_loss(labels, logits, st.to(torch::kInt64));
-      if (summary_pos.size() > image_rows) {
+      const auto n = static_cast<int64_t>(image_rows), R = static_cast<int64_t>(summary_pos.size());
+      sloss = torch::zeros({});
+      if (pairs)  // every row
+        sloss = sloss + torch::nn::functional::binary_cross_entropy_with_logits(logits.narrow(1, 0, pair_width),
+                                                                                st.narrow(1, 0, pair_width));
+      if (cells && n > 0) {  // image rows only
+        auto c = summary_cells_loss(labels, logits.slice(0, 0, n).slice(1, pair_width),
+                                    st.slice(0, 0, n).slice(1, pair_width).to(torch::kInt64));
+        if (pairs) cells_summary_losses.push_back(c.item<double>());
+        sloss = sloss + c;
+      }
+      if (R > n) {
         torch::NoGradGuard ng;
-        const auto n = static_cast<int64_t>(image_rows);
-        text_summary_losses.push_back(
-            torch::nn::functional::binary_cross_entropy_with_logits(logits.slice(0, n), st.slice(0, n)).item<double>());
+        text_summary_losses.push_back(torch::nn::functional::binary_cross_entropy_with_logits(
+                                          logits.slice(0, n).narrow(1, 0, pair_width),
+                                          st.slice(0, n).narrow(1, 0, pair_width))
+                                          .item<double>());
       }
     }
     if (bf16) {
@@ -772,6 +804,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   res.first_loss = first10(losses), res.last_loss = last10(losses);
   res.summary_first_loss = first10(summary_losses), res.summary_last_loss = last10(summary_losses);
   res.summary_text_first_loss = first10(text_summary_losses), res.summary_text_last_loss = last10(text_summary_losses);
+  res.summary_cells_first_loss = first10(cells_summary_losses), res.summary_cells_last_loss = last10(cells_summary_losses);
   res.contrast_first_loss = first10(contrast_losses), res.contrast_last_loss = last10(contrast_losses);
   res.contrast_accuracy = last10(contrast_acc), res.contrast_swap_accuracy = last10(contrast_swap_acc);
   // Does the model look at the image? The loss on up to 64 examples with their own image and

@@ -32,6 +32,11 @@ struct PretrainOptions {
   std::string vision_labels;
   int64_t vision_steps = 0, vision_batch = 64;
   double vision_lr = 1e-3;
+  /// With the warm-up: each cell's pooled feature also predicts which cell it is (a cross-entropy
+  /// over the cells, added to the label groups' mean), so the features the decoder receives carry
+  /// their position in their content, as a pretrained CLIP's patch features do (a Llama decoder's
+  /// RoPE places tokens in attention scores only, never in the values it sums).
+  bool vision_position = false;
   /// Optional scene-summary objective during next-token pretraining (needs vision_labels): each
   /// labelled image in a step is also run through one of these embedding prompts (full prompt
   /// strings with the image placeholder, tokenized as `unime embed` does), and a temporary linear
@@ -43,13 +48,15 @@ struct PretrainOptions {
   double summary_weight = 0;
   /// What the summary head predicts: "cells" (each cell's colour, shape, size and the background,
   /// one cross-entropy each) or "pairs" (which colour-shape pairs the scene holds, wherever they
-  /// are: multi-label, binary cross-entropy).
+  /// are: multi-label, binary cross-entropy) or "pairs+cells" (both losses added, on one head: the
+  /// pairs say which colour goes with which shape, the cells where each object is).
   std::string summary_target = "cells";
-  /// With the "pairs" target: text embedding prompts holding "{text}" (e.g. the template's text
+  /// With the "pairs" or "pairs+cells" target: text embedding prompts holding "{text}" (e.g. the template's text
   /// prompt). Each labelled image's captions (rows with "text") are then also run through one of
   /// them, one random caption per image and step, and the same head predicts the colour-shape
   /// pairs the caption names (a colour word directly before a shape word), so the image and the
-  /// caption embedding tokens learn one shared read-out of which colour goes with which shape.
+  /// caption embedding tokens learn one shared read-out of which colour goes with which shape
+  /// (captions train the pairs part only: they do not place objects in cells).
   std::vector<std::string> summary_text_prompts;
   /// With text prompts: the chance (0..1) that a caption row is replaced by the caption with two of
   /// its objects' colours swapped (caption_colour_swap; its own pair targets), so that the head
@@ -79,8 +86,10 @@ struct PretrainResult {
   double vision_first_loss = 0, vision_last_loss = 0;  ///< the vision warm-up (means of 10 steps)
   double vision_accuracy = 0;  ///< the warm-up head's colour + shape accuracy on occupied cells (held-out images: every 8th, at most 256)
   double vision_colour_accuracy = 0, vision_shape_accuracy = 0;  ///< the same, per label
+  double vision_position_accuracy = 0;  ///< held-out cells named right from their pooled feature (vision_position)
   double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
   double summary_text_first_loss = 0, summary_text_last_loss = 0;  ///< its caption rows alone (text prompts)
+  double summary_cells_first_loss = 0, summary_cells_last_loss = 0;  ///< its cells part ("pairs+cells")
   double contrast_first_loss = 0, contrast_last_loss = 0;  ///< the image-caption contrastive loss (means of 10 steps)
   /// over the last 10 steps: how often an image's own caption scored highest among the batch's
   /// captions and swaps, and how often above that caption's colour swap
