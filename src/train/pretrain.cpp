@@ -394,6 +394,64 @@ std::vector<float> caption_pair_targets(const std::string& caption, const std::v
   return hot;
 }
 
+namespace {
+constexpr int64_t kRelations = 4;  // left of, right of, above, below
+int64_t opposite_relation(int64_t r) { return r ^ 1; }
+}  // namespace
+
+std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                            int64_t shapes) {
+  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(cells))));
+  UNIME_CHECK(grid * grid == cells && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
+              "summary_relation_targets: ", labels.size(), " labels for ", cells, " cells (a square grid)");
+  const int64_t P = (colours - 1) * (shapes - 1);
+  std::vector<float> t(static_cast<size_t>(P * P * kRelations), -1.f);
+  struct At { int64_t pair, row, col; };
+  std::vector<At> at;
+  for (int64_t c = 0; c < cells; ++c) {
+    const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
+    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_relation_targets: cell ", c,
+                " has colour ", colour, " and shape ", shape, " outside the classes");
+    if (colour > 0 && shape > 0) at.push_back({(colour - 1) * (shapes - 1) + shape - 1, c / grid, c % grid});
+  }
+  for (const auto& a : at)
+    for (const auto& b : at) {
+      if (&a == &b) continue;
+      const bool holds[kRelations] = {a.col < b.col, a.col > b.col, a.row < b.row, a.row > b.row};
+      for (int64_t r = 0; r < kRelations; ++r) {
+        float& v = t[static_cast<size_t>((a.pair * P + b.pair) * kRelations + r)];
+        v = std::max(v, holds[r] ? 1.f : 0.f);
+      }
+    }
+  return t;
+}
+
+std::vector<float> caption_relation_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                            const std::vector<std::string>& shape_names) {
+  const auto S = static_cast<int64_t>(shape_names.size());
+  const int64_t P = static_cast<int64_t>(colour_names.size()) * S;
+  std::vector<float> t(static_cast<size_t>(P * P * kRelations), -1.f);
+  const auto words = caption_words(caption);
+  const auto named = named_pairs(words, colour_names, shape_names);
+  for (size_t i = 0; i + 1 < named.size(); ++i) {
+    int64_t rel = -1, found = 0;
+    for (size_t w = named[i].word + 2; w < named[i + 1].word; ++w) {
+      const std::string& x = words[w].lower;
+      const bool of = w + 1 < words.size() && words[w + 1].lower == "of";
+      const int64_t r = (x == "left" && of) ? 0 : (x == "right" && of) ? 1 : (x == "above" || x == "over") ? 2
+                        : (x == "below" || x == "under")                ? 3
+                                                                        : -1;
+      if (r >= 0) rel = r, ++found;
+    }
+    const int64_t a = named[i].colour * S + named[i].shape, b = named[i + 1].colour * S + named[i + 1].shape;
+    if (found != 1 || a == b) continue;
+    auto set = [&](int64_t x, int64_t y, int64_t r, float v) { t[static_cast<size_t>((x * P + y) * kRelations + r)] = v; };
+    set(a, b, rel, 1.f), set(b, a, opposite_relation(rel), 1.f);
+    set(a, b, opposite_relation(rel), 0.f), set(b, a, rel, 0.f);
+  }
+  return t;
+}
+
 std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
   const auto words = caption_words(caption);
@@ -502,9 +560,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   const bool summary = o.summary_weight > 0;
   UNIME_CHECK(!summary || (!o.vision_labels.empty() && !o.summary_prompts.empty()),
               "pretrain: the scene-summary objective needs scene labels and at least one prompt");
-  UNIME_CHECK(summary || (o.summary_text_prompts.empty() && o.summary_text_swap == 0 && o.summary_contrast == 0),
-              "pretrain: text summary prompts, their swaps and the image-caption contrast are parts of the "
-              "scene-summary objective: they need a summary weight > 0");
+  UNIME_CHECK(summary || (o.summary_text_prompts.empty() && o.summary_text_swap == 0 && o.summary_contrast == 0 &&
+                          !o.summary_relations),
+              "pretrain: text summary prompts, their swaps, the relations and the image-caption contrast are parts "
+              "of the scene-summary objective: they need a summary weight > 0");
   VisionLabels labels;
   if (o.vision_steps > 0 || summary) labels = read_vision_labels(o.vision_labels);
   if (o.vision_steps > 0) vision_warmup(*model, o, labels, pixels, image_index, res);
@@ -524,6 +583,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   };
   std::vector<std::vector<int64_t>> summary_ids;
   std::vector<std::vector<float>> example_targets(examples.size());
+  std::vector<const std::vector<int64_t>*> example_labels(examples.size(), nullptr);  // for the relations
+  const bool relations = summary && o.summary_relations;
+  const int64_t rel_width = relations ? pair_width * pair_width * kRelations : 0;
+  int64_t cells_logits = 0;  // the head's cells columns (after the pairs, before the relations)
   std::vector<std::vector<std::vector<float>>> caption_targets(examples.size());  // per example, per caption
   torch::nn::Linear summary_head{nullptr};
   if (summary) {
@@ -547,12 +610,16 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       auto& t = example_targets[static_cast<size_t>(i)];
       if (pairs) t = summary_pair_targets(it->second, labels.cells, labels.colours, labels.shapes);
       if (cells) t.insert(t.end(), it->second.begin(), it->second.end());
+      example_labels[static_cast<size_t>(i)] = &it->second;
       ++labelled;
     }
     UNIME_CHECK(labelled > 0, o.vision_labels, ": labels none of the pretraining images");
     int64_t width = pair_width;
     if (cells)
       for (const auto& [n, k] : labels.groups()) width += n * k;
+    cells_logits = width - pair_width;
+    UNIME_CHECK(!o.summary_relations || pairs, "pretrain: the relations summary needs the 'pairs' or 'pairs+cells' target");
+    width += rel_width;
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
     UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
                 "pretrain: text summary prompts need the 'pairs' or 'pairs+cells' summary target");
@@ -613,6 +680,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   // prompt (its own sequence); returns the next-token loss, its target count and the summary loss.
   std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
   std::vector<double> cells_summary_losses;                  // the cells part of "pairs+cells", reported only
+  std::vector<double> relation_summary_losses;               // the relations part, reported only
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
   // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
@@ -658,6 +726,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         lens.push_back(static_cast<int64_t>(prompt.size()));
         summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
         summary_targets.insert(summary_targets.end(), lab.begin(), lab.end());
+        if (relations) {
+          const auto rel = summary_relation_targets(*example_labels[static_cast<size_t>(examples[image_of[b]].image)],
+                                                    labels.cells, labels.colours, labels.shapes);
+          summary_targets.insert(summary_targets.end(), rel.begin(), rel.end());
+        }
         px.push_back(pixels[examples[image_of[b]].image]);
       }
     image_rows = summary_pos.size();
@@ -683,6 +756,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
           lens.push_back(static_cast<int64_t>(enc.size()));
           summary_pos.push_back(static_cast<int64_t>(ids.size()) - 1);
           summary_targets.insert(summary_targets.end(), lab.begin(), lab.end());
+          if (relations) {
+            const auto rel = caption_relation_targets(text, labels.colour_names, labels.shape_names);
+            summary_targets.insert(summary_targets.end(), rel.begin(), rel.end());
+          }
           return static_cast<int64_t>(summary_pos.size()) - 1;
         };
         caption_row[b] = add_row(caption, *lab);
@@ -739,10 +816,20 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         sloss = sloss + torch::nn::functional::binary_cross_entropy_with_logits(logits.narrow(1, 0, pair_width),
                                                                                 st.narrow(1, 0, pair_width));
       if (cells && n > 0) {  // image rows only
-        auto c = summary_cells_loss(labels, logits.slice(0, 0, n).slice(1, pair_width),
-                                    st.slice(0, 0, n).slice(1, pair_width).to(torch::kInt64));
+        auto c = summary_cells_loss(labels, logits.slice(0, 0, n).narrow(1, pair_width, cells_logits),
+                                    st.slice(0, 0, n).narrow(1, pair_width, labels.width()).to(torch::kInt64));
         if (pairs) cells_summary_losses.push_back(c.item<double>());
         sloss = sloss + c;
+      }
+      if (relations) {  // every row, over the relations it knows
+        auto rt = st.narrow(1, st.size(1) - rel_width, rel_width);
+        auto known = rt.ge(0).to(torch::kFloat32);
+        auto r = torch::nn::functional::binary_cross_entropy_with_logits(
+                     logits.narrow(1, logits.size(1) - rel_width, rel_width), rt.clamp_min(0),
+                     torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().weight(known).reduction(torch::kSum)) /
+                 known.sum().clamp_min(1);
+        relation_summary_losses.push_back(r.item<double>());
+        sloss = sloss + r;
       }
       if (R > n) {
         torch::NoGradGuard ng;
@@ -805,6 +892,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   res.summary_first_loss = first10(summary_losses), res.summary_last_loss = last10(summary_losses);
   res.summary_text_first_loss = first10(text_summary_losses), res.summary_text_last_loss = last10(text_summary_losses);
   res.summary_cells_first_loss = first10(cells_summary_losses), res.summary_cells_last_loss = last10(cells_summary_losses);
+  res.summary_relations_first_loss = first10(relation_summary_losses);
+  res.summary_relations_last_loss = last10(relation_summary_losses);
   res.contrast_first_loss = first10(contrast_losses), res.contrast_last_loss = last10(contrast_losses);
   res.contrast_accuracy = last10(contrast_acc), res.contrast_swap_accuracy = last10(contrast_swap_acc);
   // Does the model look at the image? The loss on up to 64 examples with their own image and

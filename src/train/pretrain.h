@@ -70,6 +70,11 @@ struct PretrainOptions {
   /// bag-of-words embeddings. The swap rows also train the pairs head on their own pairs.
   double summary_contrast = 0;
   double summary_contrast_temperature = 0.05;
+  /// With the "pairs" or "pairs+cells" target: the head also predicts which spatial relations hold
+  /// between the named objects (summary_relation_targets from an image's scene,
+  /// caption_relation_targets from a caption; binary cross-entropy over the known ones), one
+  /// read-out of where things are for both sides, as the pairs are one of what goes with what.
+  bool summary_relations = false;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -90,6 +95,7 @@ struct PretrainResult {
   double summary_first_loss = 0, summary_last_loss = 0;  ///< the scene-summary loss (means of 10 steps)
   double summary_text_first_loss = 0, summary_text_last_loss = 0;  ///< its caption rows alone (text prompts)
   double summary_cells_first_loss = 0, summary_cells_last_loss = 0;  ///< its cells part ("pairs+cells")
+  double summary_relations_first_loss = 0, summary_relations_last_loss = 0;  ///< its relations part
   double contrast_first_loss = 0, contrast_last_loss = 0;  ///< the image-caption contrastive loss (means of 10 steps)
   /// over the last 10 steps: how often an image's own caption scored highest among the batch's
   /// captions and swaps, and how often above that caption's colour swap
@@ -115,6 +121,22 @@ std::vector<float> caption_pair_targets(const std::string& caption, const std::v
 /// no two such pairs.
 std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names, std::mt19937_64& rng);
+
+/// The "relations" part of the summary target (summary_relations): for each ordered pair (a, b) of
+/// colour-shape pairs (P of them, indexed as above) and each relation r of left of, right of,
+/// above, below (0..3, as the world: a's column / row smaller / larger than b's), at
+/// (a * P + b) * 4 + r: 1 = holds, 0 = known not to hold, -1 = unknown. From scene labels (cells
+/// row-major on a square grid): every two occupied cells, all four relations known (a pair that
+/// occurs twice holds a relation if either instance does).
+std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                            int64_t shapes);
+
+/// The same for a caption: each relation it states - a relation word ("left of", "right of",
+/// "above", "over", "below", "under") between two consecutive named pairs - holds, and so does its
+/// converse (b's opposite relation to a); the opposite relation and the reverse do not; the rest is
+/// unknown (-1).
+std::vector<float> caption_relation_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                            const std::vector<std::string>& shape_names);
 
 /// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 /// preprocessor_config.json, metrics.jsonl}.
