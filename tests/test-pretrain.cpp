@@ -268,6 +268,52 @@ TEST(Pretrain, RelationTargetsFollowTheScenesCellsAndTheCaptionsWords) {
   }
 }
 
+TEST(Pretrain, PositionTargetsPlaceEachPairFromTheSceneOrFromTheCaptionsRelations) {
+  // 9 cells on a 3 x 3 grid, colours {empty, blue, red}, shapes {empty, circle, square}: P = 4;
+  // index (p * 2 + axis) * 3 + position, axis 0 = column, 1 = row
+  auto at = [](const std::vector<float>& t, int p, int axis) {
+    return std::vector<float>(t.begin() + (p * 2 + axis) * 3, t.begin() + (p * 2 + axis) * 3 + 3);
+  };
+  // a blue circle in cell 0 (row 0, col 0) and cell 5 (row 1, col 2), a red square in cell 7 (row 2, col 1)
+  std::vector<int64_t> labels(9 * 3 + 2, 0);
+  labels[0] = 1, labels[9 + 0] = 1, labels[5] = 1, labels[9 + 5] = 1, labels[7] = 2, labels[9 + 7] = 2;
+  const auto t = train::summary_position_targets(labels, 9, 3, 3);
+  ASSERT_EQ(t.size(), 4u * 2 * 3);
+  EXPECT_EQ(at(t, 0, 0), (std::vector<float>{0.5f, 0, 0.5f}));  // twice: averaged
+  EXPECT_EQ(at(t, 0, 1), (std::vector<float>{0.5f, 0.5f, 0}));
+  EXPECT_EQ(at(t, 3, 0), (std::vector<float>{0, 1, 0}));
+  EXPECT_EQ(at(t, 3, 1), (std::vector<float>{0, 0, 1}));
+  EXPECT_EQ(at(t, 1, 0), (std::vector<float>(3, -1.f)));  // no blue square: unknown
+  EXPECT_THROW(train::summary_position_targets({1, 0}, 2, 3, 3), std::exception);
+
+  const std::vector<std::string> colours = {"blue", "red"}, shapes = {"circle", "square"};
+  const float third = 1.f / 3, two = 2.f / 3;
+  auto near = [](const std::vector<float>& a, const std::vector<float>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::abs(a[i] - b[i]) > 1e-6) return false;
+    return a.size() == b.size();
+  };
+  // "red square left of blue circle": the square's column is likely small, the circle's large
+  const auto c = train::caption_position_targets("A red square left of a blue circle.", colours, shapes, 3);
+  EXPECT_TRUE(near(at(c, 3, 0), {two, third, 0}));
+  EXPECT_TRUE(near(at(c, 0, 0), {0, third, two}));
+  EXPECT_EQ(at(c, 3, 1), (std::vector<float>(3, -1.f)));  // nothing said about rows
+  // the swap turns them round; "below" is about rows, the first object's row large
+  const auto d = train::caption_position_targets("A blue circle left of a red square.", colours, shapes, 3);
+  EXPECT_TRUE(near(at(d, 0, 0), {two, third, 0}));
+  const auto e = train::caption_position_targets("The red square is below the blue circle.", colours, shapes, 3);
+  EXPECT_TRUE(near(at(e, 3, 1), {0, third, two}));
+  EXPECT_TRUE(near(at(e, 0, 1), {two, third, 0}));
+  // in two facts on one axis: unknown; on a 4-wide grid the chances are (3, 2, 1, 0) / 6
+  const auto f = train::caption_position_targets(
+      "A red square left of a blue circle. The blue circle is right of the red circle.", colours, shapes, 3);
+  EXPECT_EQ(at(f, 0, 0), (std::vector<float>(3, -1.f)));
+  EXPECT_TRUE(near(at(f, 3, 0), {two, third, 0}));
+  const auto g = train::caption_position_targets("A red square above a blue circle.", colours, shapes, 4);
+  EXPECT_TRUE(near(std::vector<float>(g.begin() + (3 * 2 + 1) * 4, g.begin() + (3 * 2 + 1) * 4 + 4),
+                   {0.5f, third, 1.f / 6, 0}));
+}
+
 TEST(Pretrain, CaptionColourSwapExchangesTwoPairsColours) {
   const std::vector<std::string> colours = {"blue", "orange", "red"}, shapes = {"circle", "square", "star"};
   std::mt19937_64 rng(1);
@@ -419,6 +465,9 @@ TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
   bad.summary_text_prompts.clear();
   bad.summary_relations = true;
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
+  bad.summary_relations = false;
+  bad.summary_positions = true;
+  EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
 }
 
 TEST(Pretrain, SceneSummaryRelationsTrainOnImagesAndCaptions) {
@@ -446,6 +495,34 @@ TEST(Pretrain, SceneSummaryRelationsTrainOnImagesAndCaptions) {
   bad.summary_target = "cells";
   bad.summary_text_prompts.clear();
   EXPECT_NE(error_of(bad).find("the relations summary needs the 'pairs' or 'pairs+cells' target"), std::string::npos);
+}
+
+TEST(Pretrain, SceneSummaryPositionsTrainOnImagesAndCaptions) {
+  auto o = options("summary-positions");
+  o.vision_labels = (fixture().world / "scenes.jsonl").string();
+  o.vision_steps = 40;  // features that know their cell (VisionWarmupCanTeach...)
+  o.vision_batch = 32;
+  o.vision_lr = 2e-3;
+  o.vision_position = true;
+  o.summary_prompts = {"<image>\nSummary above image in one word:"};
+  o.summary_text_prompts = {"{text}\nSummary above sentence in one word:"};
+  o.summary_weight = 1.0;
+  o.summary_target = "pairs";
+  o.summary_positions = true;
+  o.steps = 80;
+  o.lr = 2e-3;
+  o.warmup_steps = 5;
+  auto r = train::run_pretrain(o);
+  std::printf("scene summary (pairs + positions): loss %.3f -> %.3f, positions part %.3f -> %.3f\n",
+              r.summary_first_loss, r.summary_last_loss, r.summary_positions_first_loss, r.summary_positions_last_loss);
+  // cross-entropy to 3-way distributions: about log 3 at the start, and it falls
+  EXPECT_GT(r.summary_positions_first_loss, 0.9);
+  EXPECT_LT(r.summary_positions_last_loss, 0.95 * r.summary_positions_first_loss);
+  EXPECT_GT(r.summary_first_loss, r.summary_positions_first_loss + 0.3);  // the pairs part
+  auto bad = o;
+  bad.summary_target = "cells";
+  bad.summary_text_prompts.clear();
+  EXPECT_NE(error_of(bad).find("the positions summary needs the 'pairs' or 'pairs+cells' target"), std::string::npos);
 }
 
 TEST(Schedule, LearningRatesFollowHuggingFaceSchedulers) {

@@ -62,6 +62,7 @@ struct Plan {
   double pre_summary_text_swap = 0;  // chance a caption row there has two objects' colours swapped
   int64_t pre_constant_lr = 0;       // 1: stage 0's learning rate stays at pre_lr after warm-up (default: cosine)
   int64_t pre_summary_relations = 0;  // 1 (with pairs): the head also predicts the spatial relations
+  int64_t pre_summary_positions = 0;  // 1 (with pairs): the head also predicts each named object's column and row
   double pre_summary_contrast = 0;   // weight of an image-caption contrast with colour-swap negatives (text on)
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
@@ -84,7 +85,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps}, {"vision_position", &p.vision_position},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_constant_lr", &p.pre_constant_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_summary_positions", &p.pre_summary_positions}, {"pre_constant_lr", &p.pre_constant_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -475,6 +476,7 @@ int run_demo(const DemoOptions& o) {
     po.summary_text_swap = p.pre_summary_text_swap;
     po.summary_contrast = p.pre_summary_contrast;
     po.summary_relations = p.pre_summary_relations != 0;
+    po.summary_positions = p.pre_summary_positions != 0;
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;
@@ -490,6 +492,7 @@ int run_demo(const DemoOptions& o) {
            {"summary_text_first_loss", r.summary_text_first_loss}, {"summary_text_last_loss", r.summary_text_last_loss},
            {"summary_cells_first_loss", r.summary_cells_first_loss}, {"summary_cells_last_loss", r.summary_cells_last_loss},
            {"summary_relations_first_loss", r.summary_relations_first_loss}, {"summary_relations_last_loss", r.summary_relations_last_loss},
+           {"summary_positions_first_loss", r.summary_positions_first_loss}, {"summary_positions_last_loss", r.summary_positions_last_loss},
            {"contrast_first_loss", r.contrast_first_loss}, {"contrast_last_loss", r.contrast_last_loss},
            {"contrast_accuracy", r.contrast_accuracy}, {"contrast_swap_accuracy", r.contrast_swap_accuracy}};
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");

@@ -426,11 +426,13 @@ std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, 
   return t;
 }
 
-std::vector<float> caption_relation_targets(const std::string& caption, const std::vector<std::string>& colour_names,
-                                            const std::vector<std::string>& shape_names) {
+namespace {
+// The relations a caption states: (pair a, relation, pair b), pairs indexed colour * shapes + shape.
+struct Fact { int64_t a, rel, b; };
+std::vector<Fact> caption_facts(const std::string& caption, const std::vector<std::string>& colour_names,
+                                const std::vector<std::string>& shape_names) {
   const auto S = static_cast<int64_t>(shape_names.size());
-  const int64_t P = static_cast<int64_t>(colour_names.size()) * S;
-  std::vector<float> t(static_cast<size_t>(P * P * kRelations), -1.f);
+  std::vector<Fact> facts;
   const auto words = caption_words(caption);
   const auto named = named_pairs(words, colour_names, shape_names);
   for (size_t i = 0; i + 1 < named.size(); ++i) {
@@ -444,10 +446,72 @@ std::vector<float> caption_relation_targets(const std::string& caption, const st
       if (r >= 0) rel = r, ++found;
     }
     const int64_t a = named[i].colour * S + named[i].shape, b = named[i + 1].colour * S + named[i + 1].shape;
-    if (found != 1 || a == b) continue;
+    if (found == 1 && a != b) facts.push_back({a, rel, b});
+  }
+  return facts;
+}
+}  // namespace
+
+std::vector<float> caption_relation_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                            const std::vector<std::string>& shape_names) {
+  const int64_t P = static_cast<int64_t>(colour_names.size() * shape_names.size());
+  std::vector<float> t(static_cast<size_t>(P * P * kRelations), -1.f);
+  for (const auto& [a, rel, b] : caption_facts(caption, colour_names, shape_names)) {
     auto set = [&](int64_t x, int64_t y, int64_t r, float v) { t[static_cast<size_t>((x * P + y) * kRelations + r)] = v; };
     set(a, b, rel, 1.f), set(b, a, opposite_relation(rel), 1.f);
     set(a, b, opposite_relation(rel), 0.f), set(b, a, rel, 0.f);
+  }
+  return t;
+}
+
+std::vector<float> summary_position_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                            int64_t shapes) {
+  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(cells))));
+  UNIME_CHECK(grid * grid == cells && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
+              "summary_position_targets: ", labels.size(), " labels for ", cells, " cells (a square grid)");
+  const int64_t P = (colours - 1) * (shapes - 1);
+  std::vector<float> t(static_cast<size_t>(P * 2 * grid), 0.f);
+  std::vector<int64_t> count(static_cast<size_t>(P), 0);
+  for (int64_t c = 0; c < cells; ++c) {
+    const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
+    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_position_targets: cell ", c,
+                " has colour ", colour, " and shape ", shape, " outside the classes");
+    if (colour == 0 || shape == 0) continue;
+    const int64_t p = (colour - 1) * (shapes - 1) + shape - 1;
+    t[static_cast<size_t>((p * 2) * grid + c % grid)] += 1.f;      // its column
+    t[static_cast<size_t>((p * 2 + 1) * grid + c / grid)] += 1.f;  // its row
+    ++count[static_cast<size_t>(p)];
+  }
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t k = 0; k < 2 * grid; ++k) {
+      float& v = t[static_cast<size_t>(p * 2 * grid + k)];
+      v = count[static_cast<size_t>(p)] ? v / static_cast<float>(count[static_cast<size_t>(p)]) : -1.f;
+    }
+  return t;
+}
+
+std::vector<float> caption_position_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                            const std::vector<std::string>& shape_names, int64_t grid) {
+  UNIME_CHECK(grid >= 2, "caption_position_targets: a grid of ", grid);
+  const int64_t P = static_cast<int64_t>(colour_names.size() * shape_names.size());
+  std::vector<float> t(static_cast<size_t>(P * 2 * grid), -1.f);
+  std::vector<int> stated(static_cast<size_t>(P * 2), 0);  // facts per pair and axis
+  const auto facts = caption_facts(caption, colour_names, shape_names);
+  for (const auto& f : facts)
+    for (int64_t p : {f.a, f.b}) ++stated[static_cast<size_t>(p * 2 + f.rel / 2)];
+  // two distinct positions drawn uniformly from 0..grid-1: the smaller is k with chance
+  // (grid-1-k)/C, the larger with chance k/C, C = grid (grid-1) / 2
+  const float C = static_cast<float>(grid * (grid - 1) / 2);
+  for (const auto& f : facts) {
+    const int64_t axis = f.rel / 2;
+    const bool a_smaller = f.rel == 0 || f.rel == 2;  // left of, above
+    for (int64_t p : {f.a, f.b}) {
+      if (stated[static_cast<size_t>(p * 2 + axis)] != 1) continue;  // one fact per pair and axis, else unknown
+      const bool smaller = (p == f.a) == a_smaller;
+      for (int64_t k = 0; k < grid; ++k)
+        t[static_cast<size_t>((p * 2 + axis) * grid + k)] =
+            static_cast<float>(smaller ? grid - 1 - k : k) / C;
+    }
   }
   return t;
 }
@@ -561,8 +625,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   UNIME_CHECK(!summary || (!o.vision_labels.empty() && !o.summary_prompts.empty()),
               "pretrain: the scene-summary objective needs scene labels and at least one prompt");
   UNIME_CHECK(summary || (o.summary_text_prompts.empty() && o.summary_text_swap == 0 && o.summary_contrast == 0 &&
-                          !o.summary_relations),
-              "pretrain: text summary prompts, their swaps, the relations and the image-caption contrast are parts "
+                          !o.summary_relations && !o.summary_positions),
+              "pretrain: text summary prompts, their swaps, the relations, the positions and the image-caption contrast are parts "
               "of the scene-summary objective: they need a summary weight > 0");
   VisionLabels labels;
   if (o.vision_steps > 0 || summary) labels = read_vision_labels(o.vision_labels);
@@ -586,6 +650,9 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<const std::vector<int64_t>*> example_labels(examples.size(), nullptr);  // for the relations
   const bool relations = summary && o.summary_relations;
   const int64_t rel_width = relations ? pair_width * pair_width * kRelations : 0;
+  const bool positions = summary && o.summary_positions;
+  const int64_t grid_side = labels.cells > 0 ? static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(labels.cells)))) : 0;
+  const int64_t pos_width = positions ? pair_width * 2 * grid_side : 0;
   int64_t cells_logits = 0;  // the head's cells columns (after the pairs, before the relations)
   std::vector<std::vector<std::vector<float>>> caption_targets(examples.size());  // per example, per caption
   torch::nn::Linear summary_head{nullptr};
@@ -619,7 +686,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       for (const auto& [n, k] : labels.groups()) width += n * k;
     cells_logits = width - pair_width;
     UNIME_CHECK(!o.summary_relations || pairs, "pretrain: the relations summary needs the 'pairs' or 'pairs+cells' target");
-    width += rel_width;
+    UNIME_CHECK(!o.summary_positions || pairs, "pretrain: the positions summary needs the 'pairs' or 'pairs+cells' target");
+    width += rel_width + pos_width;
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
     UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
                 "pretrain: text summary prompts need the 'pairs' or 'pairs+cells' summary target");
@@ -681,6 +749,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<double> summary_losses, text_summary_losses;  // the latter: the caption rows' part, reported only
   std::vector<double> cells_summary_losses;                  // the cells part of "pairs+cells", reported only
   std::vector<double> relation_summary_losses;               // the relations part, reported only
+  std::vector<double> position_summary_losses;               // the positions part, reported only
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
   // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
@@ -731,6 +800,11 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
                                                     labels.cells, labels.colours, labels.shapes);
           summary_targets.insert(summary_targets.end(), rel.begin(), rel.end());
         }
+        if (positions) {
+          const auto at = summary_position_targets(*example_labels[static_cast<size_t>(examples[image_of[b]].image)],
+                                                   labels.cells, labels.colours, labels.shapes);
+          summary_targets.insert(summary_targets.end(), at.begin(), at.end());
+        }
         px.push_back(pixels[examples[image_of[b]].image]);
       }
     image_rows = summary_pos.size();
@@ -759,6 +833,10 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
           if (relations) {
             const auto rel = caption_relation_targets(text, labels.colour_names, labels.shape_names);
             summary_targets.insert(summary_targets.end(), rel.begin(), rel.end());
+          }
+          if (positions) {
+            const auto at = caption_position_targets(text, labels.colour_names, labels.shape_names, grid_side);
+            summary_targets.insert(summary_targets.end(), at.begin(), at.end());
           }
           return static_cast<int64_t>(summary_pos.size()) - 1;
         };
@@ -822,14 +900,23 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         sloss = sloss + c;
       }
       if (relations) {  // every row, over the relations it knows
-        auto rt = st.narrow(1, st.size(1) - rel_width, rel_width);
+        auto rt = st.narrow(1, st.size(1) - pos_width - rel_width, rel_width);
         auto known = rt.ge(0).to(torch::kFloat32);
         auto r = torch::nn::functional::binary_cross_entropy_with_logits(
-                     logits.narrow(1, logits.size(1) - rel_width, rel_width), rt.clamp_min(0),
+                     logits.narrow(1, logits.size(1) - pos_width - rel_width, rel_width), rt.clamp_min(0),
                      torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().weight(known).reduction(torch::kSum)) /
                  known.sum().clamp_min(1);
         relation_summary_losses.push_back(r.item<double>());
         sloss = sloss + r;
+      }
+      if (positions) {  // every row, over the pairs and axes it knows: cross-entropy to the distributions
+        auto pt = st.narrow(1, st.size(1) - pos_width, pos_width).view({R, -1, grid_side});
+        auto logp = torch::log_softmax(logits.narrow(1, logits.size(1) - pos_width, pos_width).view({R, -1, grid_side}), -1);
+        auto known = pt.select(2, 0).ge(0).to(torch::kFloat32);  // [R, P * 2]
+        auto ce = -(pt.clamp_min(0) * logp).sum(-1);
+        auto l = (ce * known).sum() / known.sum().clamp_min(1);
+        position_summary_losses.push_back(l.item<double>());
+        sloss = sloss + l;
       }
       if (R > n) {
         torch::NoGradGuard ng;
@@ -894,6 +981,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   res.summary_cells_first_loss = first10(cells_summary_losses), res.summary_cells_last_loss = last10(cells_summary_losses);
   res.summary_relations_first_loss = first10(relation_summary_losses);
   res.summary_relations_last_loss = last10(relation_summary_losses);
+  res.summary_positions_first_loss = first10(position_summary_losses);
+  res.summary_positions_last_loss = last10(position_summary_losses);
   res.contrast_first_loss = first10(contrast_losses), res.contrast_last_loss = last10(contrast_losses);
   res.contrast_accuracy = last10(contrast_acc), res.contrast_swap_accuracy = last10(contrast_swap_acc);
   // Does the model look at the image? The loss on up to 64 examples with their own image and

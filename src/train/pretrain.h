@@ -75,6 +75,11 @@ struct PretrainOptions {
   /// caption_relation_targets from a caption; binary cross-entropy over the known ones), one
   /// read-out of where things are for both sides, as the pairs are one of what goes with what.
   bool summary_relations = false;
+  /// With the "pairs" or "pairs+cells" target: the head also predicts each named object's column
+  /// and row (summary_position_targets from an image's scene, caption_position_targets from a
+  /// caption; cross-entropy against those distributions, unknown ones masked): a read-out that is
+  /// linear in where things are, so that "a left of b" can meet an image as a difference of positions.
+  bool summary_positions = false;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
@@ -96,6 +101,7 @@ struct PretrainResult {
   double summary_text_first_loss = 0, summary_text_last_loss = 0;  ///< its caption rows alone (text prompts)
   double summary_cells_first_loss = 0, summary_cells_last_loss = 0;  ///< its cells part ("pairs+cells")
   double summary_relations_first_loss = 0, summary_relations_last_loss = 0;  ///< its relations part
+  double summary_positions_first_loss = 0, summary_positions_last_loss = 0;  ///< its positions part
   double contrast_first_loss = 0, contrast_last_loss = 0;  ///< the image-caption contrastive loss (means of 10 steps)
   /// over the last 10 steps: how often an image's own caption scored highest among the batch's
   /// captions and swaps, and how often above that caption's colour swap
@@ -137,6 +143,19 @@ std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, 
 /// unknown (-1).
 std::vector<float> caption_relation_targets(const std::string& caption, const std::vector<std::string>& colour_names,
                                             const std::vector<std::string>& shape_names);
+
+/// The "positions" part of the summary target (summary_positions): for each colour-shape pair p (P
+/// of them, indexed as above) and axis (0 = column, 1 = row), a distribution over the grid's
+/// positions at (p * 2 + axis) * grid; -1 throughout = unknown. From scene labels: where the pair's
+/// objects are (averaged when it occurs twice); pairs not in the scene unknown.
+std::vector<float> summary_position_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                            int64_t shapes);
+
+/// The same for a caption: a pair in exactly one stated relation on an axis gets the chance of each
+/// position given that relation, two distinct positions drawn uniformly (on 3 columns "a left of b"
+/// puts a at 2/3, 1/3, 0 and b at 0, 1/3, 2/3); everything else unknown.
+std::vector<float> caption_position_targets(const std::string& caption, const std::vector<std::string>& colour_names,
+                                            const std::vector<std::string>& shape_names, int64_t grid);
 
 /// Writes OUTPUT/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 /// preprocessor_config.json, metrics.jsonl}.
