@@ -466,7 +466,7 @@ TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
   bad.summary_relations = true;
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
   bad.summary_relations = false;
-  bad.summary_positions = true;
+  bad.summary_positions = 1;
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
 }
 
@@ -508,7 +508,7 @@ TEST(Pretrain, SceneSummaryPositionsTrainOnImagesAndCaptions) {
   o.summary_text_prompts = {"{text}\nSummary above sentence in one word:"};
   o.summary_weight = 1.0;
   o.summary_target = "pairs";
-  o.summary_positions = true;
+  o.summary_positions = 1;
   o.steps = 80;
   o.lr = 2e-3;
   o.warmup_steps = 5;
@@ -523,6 +523,9 @@ TEST(Pretrain, SceneSummaryPositionsTrainOnImagesAndCaptions) {
   bad.summary_target = "cells";
   bad.summary_text_prompts.clear();
   EXPECT_NE(error_of(bad).find("the positions summary needs the 'pairs' or 'pairs+cells' target"), std::string::npos);
+  bad = o;
+  bad.summary_positions = -1;
+  EXPECT_NE(error_of(bad).find("positions summary weight must be >= 0"), std::string::npos);
 }
 
 TEST(Schedule, LearningRatesFollowHuggingFaceSchedulers) {

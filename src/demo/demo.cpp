@@ -62,7 +62,7 @@ struct Plan {
   double pre_summary_text_swap = 0;  // chance a caption row there has two objects' colours swapped
   int64_t pre_constant_lr = 0;       // 1: stage 0's learning rate stays at pre_lr after warm-up (default: cosine)
   int64_t pre_summary_relations = 0;  // 1 (with pairs): the head also predicts the spatial relations
-  int64_t pre_summary_positions = 0;  // 1 (with pairs): the head also predicts each named object's column and row
+  double pre_summary_positions = 0;  // W > 0 (with pairs): the head also predicts each named object's column and row, weight W within the summary
   double pre_summary_contrast = 0;   // weight of an image-caption contrast with colour-swap negatives (text on)
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
@@ -476,7 +476,7 @@ int run_demo(const DemoOptions& o) {
     po.summary_text_swap = p.pre_summary_text_swap;
     po.summary_contrast = p.pre_summary_contrast;
     po.summary_relations = p.pre_summary_relations != 0;
-    po.summary_positions = p.pre_summary_positions != 0;
+    po.summary_positions = p.pre_summary_positions;
     po.dtype = p.dtype;
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;

@@ -625,7 +625,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   UNIME_CHECK(!summary || (!o.vision_labels.empty() && !o.summary_prompts.empty()),
               "pretrain: the scene-summary objective needs scene labels and at least one prompt");
   UNIME_CHECK(summary || (o.summary_text_prompts.empty() && o.summary_text_swap == 0 && o.summary_contrast == 0 &&
-                          !o.summary_relations && !o.summary_positions),
+                          !o.summary_relations && o.summary_positions == 0),
               "pretrain: text summary prompts, their swaps, the relations, the positions and the image-caption contrast are parts "
               "of the scene-summary objective: they need a summary weight > 0");
   VisionLabels labels;
@@ -650,7 +650,8 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<const std::vector<int64_t>*> example_labels(examples.size(), nullptr);  // for the relations
   const bool relations = summary && o.summary_relations;
   const int64_t rel_width = relations ? pair_width * pair_width * kRelations : 0;
-  const bool positions = summary && o.summary_positions;
+  UNIME_CHECK(o.summary_positions >= 0, "pretrain: the positions summary weight must be >= 0, got ", o.summary_positions);
+  const bool positions = summary && o.summary_positions > 0;
   const int64_t grid_side = labels.cells > 0 ? static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(labels.cells)))) : 0;
   const int64_t pos_width = positions ? pair_width * 2 * grid_side : 0;
   int64_t cells_logits = 0;  // the head's cells columns (after the pairs, before the relations)
@@ -686,7 +687,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
       for (const auto& [n, k] : labels.groups()) width += n * k;
     cells_logits = width - pair_width;
     UNIME_CHECK(!o.summary_relations || pairs, "pretrain: the relations summary needs the 'pairs' or 'pairs+cells' target");
-    UNIME_CHECK(!o.summary_positions || pairs, "pretrain: the positions summary needs the 'pairs' or 'pairs+cells' target");
+    UNIME_CHECK(o.summary_positions == 0 || pairs, "pretrain: the positions summary needs the 'pairs' or 'pairs+cells' target");
     width += rel_width + pos_width;
     summary_head = torch::nn::Linear(torch::nn::LinearOptions(cfg.text->hidden_size, width));
     UNIME_CHECK(o.summary_text_prompts.empty() || pairs,
@@ -916,7 +917,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         auto ce = -(pt.clamp_min(0) * logp).sum(-1);
         auto l = (ce * known).sum() / known.sum().clamp_min(1);
         position_summary_losses.push_back(l.item<double>());
-        sloss = sloss + l;
+        sloss = sloss + o.summary_positions * l;
       }
       if (R > n) {
         torch::NoGradGuard ng;

@@ -79,7 +79,8 @@ struct PretrainOptions {
   /// and row (summary_position_targets from an image's scene, caption_position_targets from a
   /// caption; cross-entropy against those distributions, unknown ones masked): a read-out that is
   /// linear in where things are, so that "a left of b" can meet an image as a difference of positions.
-  bool summary_positions = false;
+  /// The value is the part's weight within the summary loss (0 = off; 1 = as the pairs part).
+  double summary_positions = 0;
   int64_t steps = 500, batch_size = 32, warmup_steps = 50;
   double lr = 1e-3, weight_decay = 0.01, max_grad_norm = 1.0;
   std::string schedule = "cosine";    ///< as train::schedule_lr
