@@ -326,17 +326,33 @@ torch::Tensor summary_cells_loss(const VisionLabels& L, const torch::Tensor& log
 
 }  // namespace
 
-std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
-                                        int64_t shapes) {
-  UNIME_CHECK(cells > 0 && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
-              "summary_pair_targets: ", labels.size(), " labels for ", cells, " cells");
-  std::vector<float> hot(static_cast<size_t>((colours - 1) * (shapes - 1)), 0.f);
+namespace {
+// The occupied cells of scene labels laid out as the vision warm-up's: each one's colour-shape pair
+// ((colour-1) * (shapes-1) + shape-1) and its row and column (square grids; with square false the
+// cell index is kept in col and row is 0). `who` names the caller in errors.
+struct PlacedPair { int64_t pair, row, col; };
+std::vector<PlacedPair> placed_pairs(const std::vector<int64_t>& labels, int64_t cells, int64_t colours, int64_t shapes,
+                                     bool square, const char* who) {
+  const int64_t grid = square ? static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(cells)))) : cells;
+  UNIME_CHECK(cells > 0 && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells &&
+                  (!square || grid * grid == cells),
+              who, ": ", labels.size(), " labels for ", cells, " cells", square ? " (a square grid)" : "");
+  std::vector<PlacedPair> out;
   for (int64_t c = 0; c < cells; ++c) {
     const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
-    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_pair_targets: cell ", c,
-                " has colour ", colour, " and shape ", shape, " outside the classes");
-    if (colour > 0 && shape > 0) hot[static_cast<size_t>((colour - 1) * (shapes - 1) + shape - 1)] = 1.f;
+    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, who, ": cell ", c, " has colour ",
+                colour, " and shape ", shape, " outside the classes");
+    if (colour > 0 && shape > 0) out.push_back({(colour - 1) * (shapes - 1) + shape - 1, c / grid, c % grid});
   }
+  return out;
+}
+}  // namespace
+
+std::vector<float> summary_pair_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
+                                        int64_t shapes) {
+  std::vector<float> hot(static_cast<size_t>((colours - 1) * (shapes - 1)), 0.f);
+  for (const auto& p : placed_pairs(labels, cells, colours, shapes, false, "summary_pair_targets"))
+    hot[static_cast<size_t>(p.pair)] = 1.f;
   return hot;
 }
 
@@ -401,19 +417,9 @@ int64_t opposite_relation(int64_t r) { return r ^ 1; }
 
 std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
                                             int64_t shapes) {
-  const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(cells))));
-  UNIME_CHECK(grid * grid == cells && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
-              "summary_relation_targets: ", labels.size(), " labels for ", cells, " cells (a square grid)");
+  const auto at = placed_pairs(labels, cells, colours, shapes, true, "summary_relation_targets");
   const int64_t P = (colours - 1) * (shapes - 1);
   std::vector<float> t(static_cast<size_t>(P * P * kRelations), -1.f);
-  struct At { int64_t pair, row, col; };
-  std::vector<At> at;
-  for (int64_t c = 0; c < cells; ++c) {
-    const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
-    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_relation_targets: cell ", c,
-                " has colour ", colour, " and shape ", shape, " outside the classes");
-    if (colour > 0 && shape > 0) at.push_back({(colour - 1) * (shapes - 1) + shape - 1, c / grid, c % grid});
-  }
   for (const auto& a : at)
     for (const auto& b : at) {
       if (&a == &b) continue;
@@ -466,21 +472,15 @@ std::vector<float> caption_relation_targets(const std::string& caption, const st
 
 std::vector<float> summary_position_targets(const std::vector<int64_t>& labels, int64_t cells, int64_t colours,
                                             int64_t shapes) {
+  const auto at = placed_pairs(labels, cells, colours, shapes, true, "summary_position_targets");
   const int64_t grid = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(cells))));
-  UNIME_CHECK(grid * grid == cells && colours > 1 && shapes > 1 && static_cast<int64_t>(labels.size()) >= 2 * cells,
-              "summary_position_targets: ", labels.size(), " labels for ", cells, " cells (a square grid)");
   const int64_t P = (colours - 1) * (shapes - 1);
   std::vector<float> t(static_cast<size_t>(P * 2 * grid), 0.f);
   std::vector<int64_t> count(static_cast<size_t>(P), 0);
-  for (int64_t c = 0; c < cells; ++c) {
-    const int64_t colour = labels[static_cast<size_t>(c)], shape = labels[static_cast<size_t>(cells + c)];
-    UNIME_CHECK(colour >= 0 && colour < colours && shape >= 0 && shape < shapes, "summary_position_targets: cell ", c,
-                " has colour ", colour, " and shape ", shape, " outside the classes");
-    if (colour == 0 || shape == 0) continue;
-    const int64_t p = (colour - 1) * (shapes - 1) + shape - 1;
-    t[static_cast<size_t>((p * 2) * grid + c % grid)] += 1.f;      // its column
-    t[static_cast<size_t>((p * 2 + 1) * grid + c / grid)] += 1.f;  // its row
-    ++count[static_cast<size_t>(p)];
+  for (const auto& a : at) {
+    t[static_cast<size_t>((a.pair * 2) * grid + a.col)] += 1.f;      // its column
+    t[static_cast<size_t>((a.pair * 2 + 1) * grid + a.row)] += 1.f;  // its row
+    ++count[static_cast<size_t>(a.pair)];
   }
   for (int64_t p = 0; p < P; ++p)
     for (int64_t k = 0; k < 2 * grid; ++k) {
