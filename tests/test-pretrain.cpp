@@ -517,7 +517,9 @@ TEST(Pretrain, SceneSummaryPositionsTrainOnImagesAndCaptions) {
               r.summary_first_loss, r.summary_last_loss, r.summary_positions_first_loss, r.summary_positions_last_loss);
   // cross-entropy to 3-way distributions: about log 3 at the start, and it falls
   EXPECT_GT(r.summary_positions_first_loss, 0.9);
-  EXPECT_LT(r.summary_positions_last_loss, 0.95 * r.summary_positions_first_loss);
+  // (a run that leaves this part out of the loss falls 1.211 -> 1.145 through the head's shared
+  // features; this one 1.224 -> 1.045)
+  EXPECT_LT(r.summary_positions_last_loss, 0.9 * r.summary_positions_first_loss);
   EXPECT_GT(r.summary_first_loss, r.summary_positions_first_loss + 0.3);  // the pairs part
   auto bad = o;
   bad.summary_target = "cells";
