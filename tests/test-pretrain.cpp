@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <algorithm>
@@ -125,6 +126,50 @@ TEST(Pretrain, VisionWarmupCanTeachEachFeatureWhichCellItIs) {
   std::printf("vision warm-up with positions: held-out cells named right %.3f (chance 1/9)\n",
               r.vision_position_accuracy);
   EXPECT_GT(r.vision_position_accuracy, 0.9);
+}
+
+// A second phase (PretrainOptions::init) starts from the earlier run's weights, not random ones: at
+// learning rate 0 it writes them back bit for bit, and a config of another shape is refused by name.
+TEST(Pretrain, ALaterPhaseStartsFromAnEarlierRunsWeights) {
+  auto a = options("phase1");
+  train::run_pretrain(a);
+  auto b = options("phase2");
+  b.init = a.output;
+  b.lr = 0;
+  b.schedule = "constant";
+  b.steps = 2;
+  b.seed = 7;  // another seed: a fresh initialisation would differ
+  train::run_pretrain(b);
+  auto c = options("phase2-scratch");
+  c.lr = 0;
+  c.schedule = "constant";
+  c.steps = 2;
+  c.seed = 7;
+  train::run_pretrain(c);
+  const auto one = io::Checkpoint::open(a.output), two = io::Checkpoint::open(b.output),
+             scratch = io::Checkpoint::open(c.output);
+  ASSERT_EQ(one.names(), two.names());
+  size_t differ_from_scratch = 0;
+  for (const auto& name : one.names()) {
+    const auto &x = one.get(name), &y = two.get(name), &z = scratch.get(name);
+    ASSERT_EQ(x.shape, y.shape) << name;
+    EXPECT_EQ(0, std::memcmp(x.data, y.data, x.nbytes)) << name;
+    differ_from_scratch += std::memcmp(x.data, z.data, x.nbytes) != 0;
+  }
+  EXPECT_GT(differ_from_scratch, one.names().size() / 2);
+
+  auto wide = options("phase2-wide");
+  auto cfg = nlohmann::json::parse(wide.config);
+  cfg["text_config"]["intermediate_size"] = 96;
+  wide.config = cfg.dump();
+  wide.init = a.output;
+  const std::string e = error_of(wide);
+  EXPECT_NE(e.find(a.output), std::string::npos) << e;
+  EXPECT_NE(e.find("mlp"), std::string::npos) << e;
+  EXPECT_NE(e.find("[96, 64]"), std::string::npos) << e;
+  auto missing = options("phase2-missing");
+  missing.init = (fixture().dir / "no-such-run").string();
+  EXPECT_NE(error_of(missing).find("no-such-run"), std::string::npos) << error_of(missing);
 }
 
 TEST(Pretrain, BadLabelFilesNameTheProblem) {

@@ -64,6 +64,10 @@ struct Plan {
   int64_t pre_summary_relations = 0;  // 1 (with pairs): the head also predicts the spatial relations
   double pre_summary_positions = 0;  // W > 0 (with pairs): the head also predicts each named object's column and row, weight W within the summary
   double pre_summary_contrast = 0;   // weight of an image-caption contrast with colour-swap negatives (text on)
+  // a second stage-0 phase from the first one's weights (D/base-phase1 -> D/base), the same
+  // objectives plus the positions part at this weight: positions once the summary binds
+  int64_t pre2_steps = 0;
+  double pre2_positions = 0;
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
@@ -85,7 +89,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps}, {"vision_position", &p.vision_position},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_summary_positions", &p.pre_summary_positions}, {"pre_constant_lr", &p.pre_constant_lr}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_summary_positions", &p.pre_summary_positions}, {"pre_constant_lr", &p.pre_constant_lr}, {"pre2_steps", &p.pre2_steps}, {"pre2_positions", &p.pre2_positions}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -481,8 +485,8 @@ int run_demo(const DemoOptions& o) {
     po.warmup_steps = std::max<int64_t>(10, p.pre_steps / 20);
     po.seed = o.seed;
     po.threads = o.threads;
-    auto r = train::run_pretrain(po);
-    pre = {{"parameters", r.parameters}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
+    auto result_json = [](const train::PretrainResult& r) {
+      return json{{"parameters", r.parameters}, {"first_loss", r.first_loss}, {"last_loss", r.last_loss},
            {"seconds", r.seconds}, {"tokens", r.tokens},
            {"loss_own_image", r.loss_own_image}, {"loss_other_image", r.loss_other_image},
            {"vision_first_loss", r.vision_first_loss}, {"vision_last_loss", r.vision_last_loss},
@@ -495,6 +499,33 @@ int run_demo(const DemoOptions& o) {
            {"summary_positions_first_loss", r.summary_positions_first_loss}, {"summary_positions_last_loss", r.summary_positions_last_loss},
            {"contrast_first_loss", r.contrast_first_loss}, {"contrast_last_loss", r.contrast_last_loss},
            {"contrast_accuracy", r.contrast_accuracy}, {"contrast_swap_accuracy", r.contrast_swap_accuracy}};
+    };
+    UNIME_CHECK(p.pre2_steps >= 0 && (p.pre2_steps > 0 || p.pre2_positions == 0),
+                "--set pre2_steps must be >= 0, and > 0 for pre2_positions, got ", p.pre2_steps);
+    const fs::path phase1 = out / "base-phase1";
+    if (p.pre2_steps > 0) po.output = phase1.string();
+    if (p.pre2_steps == 0 || o.force || !fs::exists(phase1 / "model.safetensors")) {
+      pre = result_json(train::run_pretrain(po));
+      if (p.pre2_steps > 0) io::write_file_atomic((out / "stage0-phase1.json").string(), pre.dump(2) + "\n");
+    } else {
+      pre = json::parse(io::read_file((out / "stage0-phase1.json").string()));
+    }
+    if (p.pre2_steps > 0) {
+      say(str("3/7 stage 0, phase 2: ", p.pre2_steps, " more steps from ", phase1.string(),
+              " with the positions part at weight ", p.pre2_positions));
+      po.init = phase1.string();
+      po.output = base.string();
+      po.vision_steps = 0;
+      po.steps = p.pre2_steps;
+      po.warmup_steps = std::max<int64_t>(10, p.pre2_steps / 20);
+      po.summary_positions = p.pre2_positions;
+      po.seed = o.seed + 1;
+      json phase2 = result_json(train::run_pretrain(po));
+      for (auto& [k, v] : pre.items())  // the warm-up ran in phase 1
+        if (k.rfind("vision_", 0) == 0) phase2[k] = v;
+      phase2["phase1"] = pre;
+      pre = phase2;
+    }
     io::write_file_atomic((out / "stage0.json").string(), pre.dump(2) + "\n");
   } else if (fs::exists(out / "stage0.json")) {
     pre = json::parse(io::read_file((out / "stage0.json").string()));

@@ -568,6 +568,19 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
     torch::NoGradGuard ng;
     model->decoder_->embed_tokens->weight.normal_(0.0, 0.02);
   }
+  if (!o.init.empty()) {  // a later phase: every weight from the earlier run, by name and shape
+    torch::NoGradGuard ng;
+    const auto src = models::Model::load(o.init, torch::kFloat32);
+    std::map<std::string, torch::Tensor> from;
+    for (auto& [name, q] : src->named_parameters()) from.emplace(name, q);
+    for (auto& [name, p] : model->named_parameters()) {
+      auto it = from.find(name);
+      UNIME_CHECK(it != from.end(), o.init, ": has no tensor ", name);
+      UNIME_CHECK(it->second.sizes() == p.sizes(), o.init, ": tensor ", name, " has shape ",
+                  it->second.sizes(), ", the pretraining config expects ", p.sizes());
+      p.copy_(it->second.to(torch::kFloat32));
+    }
+  }
   // F: the feature tokens one image becomes
   int64_t F = 0;
   {

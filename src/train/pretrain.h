@@ -25,6 +25,9 @@ struct PretrainOptions {
   /// {"image", "question", "answer"} (the answer is the target); image paths relative to the file.
   std::vector<std::string> data;
   std::string output;                 ///< HF folder written at the end (atomically: OUT.tmp -> OUT)
+  /// Optional: an HF folder (an earlier run's output, same architecture) whose weights replace the
+  /// random initialisation - a second pretraining phase with other objectives. "" = from scratch.
+  std::string init;
   /// Optional vision-tower pretraining first, as real ViTs are pretrained before LLaVA: a
   /// scenes.jsonl (world format: image, tone, texture, objects[{shape, colour, size, row, col}])
   /// labels the training images; the ViT + projector learn, through a temporary linear head,
