@@ -460,6 +460,117 @@ TEST(WorldFiles, TrainSwapPercentPicksColourSwapNegatives) {
   EXPECT_GT(changed, 0);
 }
 
+// The objects a caption names, as sorted "size colour shape" phrases (size "" when not stated): a
+// relation edit keeps them and changes the text; colour swaps, replacements and size flips do not.
+std::vector<std::string> named_objects(const std::string& text, const json& vocab) {
+  const std::set<std::string> colours(vocab["colours"].begin(), vocab["colours"].end());
+  const std::set<std::string> shapes(vocab["shapes"].begin(), vocab["shapes"].end());
+  const auto w = words_of(text);
+  std::vector<std::string> out;
+  for (size_t k = 0; k + 1 < w.size(); ++k)
+    if (colours.count(w[k]) && shapes.count(w[k + 1])) {
+      const bool sized = k > 0 && (w[k - 1] == "small" || w[k - 1] == "large");
+      out.push_back((sized ? w[k - 1] : std::string()) + " " + w[k] + " " + w[k + 1]);
+    }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool states_relation(const std::string& text) {
+  for (const auto& w : words_of(text))
+    if (w == "left" || w == "right" || w == "above" || w == "below" || w == "over" || w == "under") return true;
+  return false;
+}
+
+// --nli-relation-percent: the hard negatives of premises that state a relation reverse one (the
+// same objects, another text), and the premises, entailments and the rest of the world stay
+TEST(WorldFiles, NliRelationPercentReversesARelationAndChangesNothingElse) {
+  const fs::path a = world_dir();
+  const fs::path b = temp_root() / "w7-nlirel";
+  ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --nli-relation-percent 100 -o " + b.string()).code, 0);
+  EXPECT_EQ(read_file(a / "mmeb-train.jsonl"), read_file(b / "mmeb-train.jsonl"));
+  EXPECT_EQ(read_file(a / "sugarcrepe/swap-obj.json"), read_file(b / "sugarcrepe/swap-obj.json"));
+  const json vocab = json::parse(read_file(a / "world.json"))["vocab"];
+  auto is_relation_edit = [&](const json& r) {
+    const std::string p = r["sent0"], n = r["hard_neg"];
+    return states_relation(n) && named_objects(p, vocab) == named_objects(n, vocab) && p != n;
+  };
+  const auto rows_a = read_jsonl(a / "nli.jsonl"), rows_b = read_jsonl(b / "nli.jsonl");
+  ASSERT_EQ(rows_a.size(), rows_b.size());
+  int eligible = 0, edits_a = 0, edits_b = 0;
+  for (size_t i = 0; i < rows_a.size(); ++i) {
+    EXPECT_EQ(rows_a[i]["sent0"], rows_b[i]["sent0"]);
+    EXPECT_EQ(rows_a[i]["sent1"], rows_b[i]["sent1"]);
+    eligible += states_relation(rows_a[i]["sent0"]);
+    edits_a += is_relation_edit(rows_a[i]);
+    edits_b += is_relation_edit(rows_b[i]);
+  }
+  std::printf("relation edits among %d premises that state one: %d (default world %d)\n", eligible, edits_b, edits_a);
+  ASSERT_GT(eligible, 10);
+  EXPECT_GE(edits_b * 10, eligible * 8) << edits_b << " of " << eligible;
+  EXPECT_GT(edits_b, 2 * edits_a) << edits_b << " vs " << edits_a << " of " << eligible;
+  const RunResult bad = run(std::string(UNIME_BIN) + " world --seed 7 --quick --nli-relation-percent -1 -o " +
+                            (temp_root() / "w7-bad-rel").string());
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("nli_relation_percent"), std::string::npos) << bad.output;
+}
+
+// --train-relation-percent: image negatives with two objects in each other's cells (read from the
+// scenes), caption negatives with the same objects and one relation reversed
+TEST(WorldFiles, TrainRelationPercentPicksNegativesThatDifferOnlyInWhereThingsAre) {
+  const fs::path b = temp_root() / "w7-trainrel";
+  ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --train-per-source 40 --train-relation-percent 100 -o " +
+                b.string()).code, 0);
+  const fs::path c = temp_root() / "w7-trainswap0";
+  if (!fs::exists(c / "world.json"))
+    ASSERT_EQ(run(std::string(UNIME_BIN) + " world --seed 7 --quick --train-per-source 40 -o " + c.string()).code, 0);
+  EXPECT_EQ(read_file(c / "nli.jsonl"), read_file(b / "nli.jsonl"));
+  const json vocab = json::parse(read_file(b / "world.json"))["vocab"];
+  // (shape, colour, size) -> cell of every object; a cell swap keeps the keys and exchanges two cells
+  auto cells = [](const json& scene) {
+    std::map<std::string, std::string> m;
+    for (const auto& o : scene["objects"])
+      m[o["shape"].get<std::string>() + "/" + o["colour"].get<std::string>() + "/" + o["size"].get<std::string>()] =
+          o["row"].dump() + "/" + o["col"].dump();
+    return m;
+  };
+  auto is_cell_swap = [&](const std::map<std::string, json>& scenes, const json& r) {
+    const std::string p = r["pos_image_path"], n = r["neg_image_path"];
+    if (p.empty() || n.empty()) return false;
+    const auto x = cells(scenes.at(p)), y = cells(scenes.at(n));
+    if (x.size() != y.size() || x.size() != scenes.at(p)["objects"].size()) return false;
+    std::vector<std::string> moved;
+    for (const auto& [k, cell] : x) {
+      if (!y.count(k)) return false;
+      if (y.at(k) != cell) moved.push_back(k);
+    }
+    return moved.size() == 2 && x.at(moved[0]) == y.at(moved[1]) && x.at(moved[1]) == y.at(moved[0]);
+  };
+  auto is_text_edit = [&](const json& r) {
+    const std::string p = r["pos_text"], n = r["neg_text"];
+    return !n.empty() && states_relation(p) && named_objects(p, vocab) == named_objects(n, vocab) && p != n;
+  };
+  const auto sb = load_scenes(b), sc = load_scenes(c);
+  const auto rb = read_jsonl(b / "mmeb-train.jsonl"), rc = read_jsonl(c / "mmeb-train.jsonl");
+  ASSERT_EQ(rb.size(), rc.size());
+  int images_b = 0, images_c = 0, texts_b = 0, texts_c = 0;
+  for (size_t i = 0; i < rb.size(); ++i) {
+    EXPECT_EQ(rb[i]["qry"], rc[i]["qry"]);
+    EXPECT_EQ(rb[i]["pos_text"], rc[i]["pos_text"]);
+    if (rb[i]["dataset"] == "CaptionT2I") {
+      images_b += is_cell_swap(sb, rb[i]);
+      images_c += is_cell_swap(sc, rc[i]);
+    } else if (rb[i]["dataset"] == "CaptionI2T") {
+      texts_b += is_text_edit(rb[i]);
+      texts_c += is_text_edit(rc[i]);
+    }
+  }
+  std::printf("cell-swap image negatives %d (default %d), relation-reversed caption negatives %d (default %d)\n",
+              images_b, images_c, texts_b, texts_c);
+  EXPECT_GT(images_b, images_c + 4) << images_b << " vs " << images_c;
+  EXPECT_GE(texts_b, texts_c + 8) << texts_b << " vs " << texts_c;
+}
+
 TEST(WorldFiles, NoHeldoutCombinationInAnyTrainingRow) {
   const fs::path w = world_dir();
   const Heldout h = load_heldout(w);

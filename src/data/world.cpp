@@ -60,6 +60,8 @@ void validate_world_config(const WorldConfig& c) {
   in("nli_rows", c.nli_rows, 0, 10000000);
   in("nli_swap_percent", c.nli_swap_percent, 0, 100);
   in("train_swap_percent", c.train_swap_percent, 0, 100);
+  in("nli_relation_percent", c.nli_relation_percent, 0, 100);
+  in("train_relation_percent", c.train_relation_percent, 0, 100);
   in("train_per_source", c.train_per_source, 0, 1000000);
   in("eval_queries", c.eval_queries, 2, 100000);
   in("candidates", c.candidates, 2, 1000);
@@ -95,6 +97,48 @@ bool colour_swap_of(const Target& t, const Target& pos) {
     return t.desc->facts.size() == pos.desc->facts.size() &&
            swapped(t.desc->mentions, pos.desc->mentions,
                    [](const Mention& x, const Mention& y) { return x.shape == y.shape && x.size == y.size; });
+  return false;
+}
+
+// True when `t` shows the same objects as `pos` with two of them in each other's cells (images), or
+// states the same objects and relations as `pos` but one relation reversed - its two objects
+// exchanged or the opposite relation (captions): a negative only where things are tells apart.
+bool relation_edit_of(const Target& t, const Target& pos) {
+  if (t.image && pos.image && !t.image->is_crop && !pos.image->is_crop) {
+    const Scene &a = t.image->scene, &b = pos.image->scene;
+    if (a.tone != b.tone || a.texture != b.texture || a.objects.size() != b.objects.size()) return false;
+    std::vector<size_t> moved;
+    for (size_t k = 0; k < a.objects.size(); ++k) {
+      const Object &x = a.objects[k], &y = b.objects[k];
+      if (x.shape != y.shape || x.colour != y.colour || x.size != y.size) return false;
+      if (x.row != y.row || x.col != y.col) moved.push_back(k);
+    }
+    if (moved.size() != 2) return false;
+    const Object &x0 = a.objects[moved[0]], &x1 = a.objects[moved[1]];
+    const Object &y0 = b.objects[moved[0]], &y1 = b.objects[moved[1]];
+    return x0.row == y1.row && x0.col == y1.col && x1.row == y0.row && x1.col == y0.col;
+  }
+  if (t.desc && pos.desc) {
+    const Description &a = *t.desc, &b = *pos.desc;
+    if (a.mentions.size() != b.mentions.size() || a.facts.size() != b.facts.size() || a.count != b.count ||
+        a.tone != b.tone || a.texture != b.texture || a.absent_shapes != b.absent_shapes)
+      return false;
+    for (size_t k = 0; k < a.mentions.size(); ++k) {
+      const Mention &x = a.mentions[k], &y = b.mentions[k];
+      if (x.shape != y.shape || x.colour != y.colour || x.size != y.size || x.row != y.row || x.col != y.col)
+        return false;
+    }
+    int reversed = 0;
+    for (size_t k = 0; k < a.facts.size(); ++k) {
+      const Fact &x = a.facts[k], &y = b.facts[k];
+      if (x.a == y.a && x.b == y.b && x.relation == y.relation) continue;
+      const bool swapped = x.a == y.b && x.b == y.a && x.relation == y.relation;
+      const bool flipped = x.a == y.a && x.b == y.b && x.relation == opposite(y.relation);
+      if (!swapped && !flipped) return false;
+      ++reversed;
+    }
+    return reversed == 1;
+  }
   return false;
 }
 
@@ -343,6 +387,17 @@ class WorldWriter {
             if (!holds(e, s) && !text_has_heldout(text, rules_)) hard_neg = text;
           }
         }
+        // --nli-relation-percent: reverse one stated relation (draws only when asked for, so the
+        // other rows stay the same)
+        if (hard_neg.empty() && cfg_.nli_relation_percent > 0 && rng.chance(cfg_.nli_relation_percent, 100) &&
+            !premise.facts.empty()) {
+          Description e = premise;
+          Fact& f = e.facts[rng.below(static_cast<int>(e.facts.size()))];
+          if (rng.chance(1, 2)) std::swap(f.a, f.b);
+          else f.relation = opposite(f.relation);
+          const std::string text = render_caption(e, rng.chance(1, 2) ? st : random_style(rng));
+          if (!holds(e, s) && !text_has_heldout(text, rules_) && text != sent0) hard_neg = text;
+        }
         if (hard_neg.empty())
           for (const auto& c : false_descriptions(premise, s, rng, 4, /*allow_add=*/false)) {
             const std::string text = render_caption(c, rng.chance(1, 2) ? st : random_style(rng));
@@ -405,6 +460,14 @@ class WorldWriter {
             stream(cfg_.seed, std::string("train-swap/") + def.name, i).chance(cfg_.train_swap_percent, 100))
           for (const auto& h : it.hard)
             if (colour_swap_of(h, it.pos) && usable(h)) {
+              neg = &h;
+              break;
+            }
+        // --train-relation-percent: likewise a candidate that moves two objects / reverses a relation
+        if (!neg && cfg_.train_relation_percent > 0 &&
+            stream(cfg_.seed, std::string("train-relation/") + def.name, i).chance(cfg_.train_relation_percent, 100))
+          for (const auto& h : it.hard)
+            if (relation_edit_of(h, it.pos) && usable(h)) {
               neg = &h;
               break;
             }
@@ -628,6 +691,8 @@ class WorldWriter {
                        {"nli_rows", cfg_.nli_rows},
                        {"nli_swap_percent", cfg_.nli_swap_percent},
                        {"train_swap_percent", cfg_.train_swap_percent},
+                       {"nli_relation_percent", cfg_.nli_relation_percent},
+                       {"train_relation_percent", cfg_.train_relation_percent},
                        {"train_per_source", cfg_.train_per_source},
                        {"eval_queries", cfg_.eval_queries},
                        {"candidates", cfg_.candidates},

@@ -35,9 +35,14 @@ struct WorldConfig {
   int nli_rows = 5000;
   int nli_swap_percent = 0;      // NLI rows whose hard negative swaps two objects' colours (when the
                                  // premise names two colours); 0 = edits drawn uniformly
+  int nli_relation_percent = 0;  // NLI rows whose hard negative changes one stated relation (its two
+                                 // objects exchanged, or the opposite relation), when the premise states one
   int train_per_source = 250;    // MMEB-train rows per training source (12 sources)
   int train_swap_percent = 0;    // MMEB-train rows whose negative is, where the row has one, a
                                  // hard candidate that swaps two objects' colours; 0 = the hardest
+  int train_relation_percent = 0;  // MMEB-train rows whose negative is, where the row has one, a
+                                   // hard candidate that differs from the positive only in where two
+                                   // objects are (images) or in one relation (captions)
   int eval_queries = 100;        // queries per MMEB-eval dataset (21 datasets)
   int candidates = 20;           // candidates per eval query (fewer when the label space is smaller)
   int retrieval_images = 200;

@@ -82,7 +82,7 @@ using PlanRef = std::variant<int*, int64_t*, double*, bool*>;
 std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
   return {{"image_size", &p.world.image_size}, {"pretrain_scenes", &p.world.pretrain_scenes}, {"max_objects", &p.world.max_objects},
           {"captions_per_scene", &p.world.captions_per_scene}, {"vqa_per_scene", &p.world.vqa_per_scene},
-          {"nli_rows", &p.world.nli_rows}, {"nli_swap_percent", &p.world.nli_swap_percent}, {"train_swap_percent", &p.world.train_swap_percent}, {"train_per_source", &p.world.train_per_source},
+          {"nli_rows", &p.world.nli_rows}, {"nli_swap_percent", &p.world.nli_swap_percent}, {"train_swap_percent", &p.world.train_swap_percent}, {"nli_relation_percent", &p.world.nli_relation_percent}, {"train_relation_percent", &p.world.train_relation_percent}, {"train_per_source", &p.world.train_per_source},
           {"eval_queries", &p.world.eval_queries}, {"candidates", &p.world.candidates},
           {"retrieval_images", &p.world.retrieval_images}, {"sugarcrepe_items", &p.world.sugarcrepe_items},
           {"bpe_vocab", &p.bpe_vocab}, {"patch", &p.patch}, {"vision_layers", &p.vision_layers},
