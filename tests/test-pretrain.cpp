@@ -383,6 +383,38 @@ TEST(Pretrain, CaptionColourSwapExchangesTwoPairsColours) {
                                          "There is a blue star, a blue square and a red circle."}));
 }
 
+TEST(Pretrain, CaptionRelationSwapExchangesTheObjectsOfAStatedRelation) {
+  const std::vector<std::string> colours = {"blue", "orange", "red", "green"},
+                                 shapes = {"circle", "square", "star", "ring", "triangle"};
+  std::mt19937_64 rng(1);
+  const auto swap = [&](const std::string& c) { return train::caption_relation_swap(c, colours, shapes, rng); };
+  // whole objects move, sizes with them; the articles follow their new words; the rest stays
+  EXPECT_EQ(swap("An image showing an orange circle left of a red star. There is also a blue square."),
+            "An image showing a red star left of an orange circle. There is also a blue square.");
+  EXPECT_EQ(swap("A large green triangle to the right of a blue ring."),
+            "A blue ring to the right of a large green triangle.");
+  EXPECT_EQ(swap("There is a blue ring above a small orange triangle."),
+            "There is a small orange triangle above a blue ring.");
+  EXPECT_EQ(swap("The red star is under the large blue circle."), "The large blue circle is under the red star.");
+  // no relation word between two named objects, the same object on both sides, or two relation
+  // words between them: nothing to swap
+  EXPECT_EQ(swap("A red circle and a blue square."), "");
+  EXPECT_EQ(swap("A red circle left of a red circle."), "");
+  EXPECT_EQ(swap("A red circle left of and above a blue square."), "");
+  EXPECT_EQ(swap("A red circle left of something."), "");
+  // two stated relations: every draw reverses one of them, and the pairs it names stay the same
+  const std::string two = "A red star above a blue circle. The blue circle is left of a green ring.";
+  std::set<std::string> seen;
+  for (int i = 0; i < 50; ++i) {
+    const std::string x = swap(two);
+    seen.insert(x);
+    EXPECT_EQ(train::caption_pair_targets(x, colours, shapes), train::caption_pair_targets(two, colours, shapes));
+    EXPECT_NE(train::caption_relation_targets(x, colours, shapes), train::caption_relation_targets(two, colours, shapes));
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"A blue circle above a red star. The blue circle is left of a green ring.",
+                                         "A red star above a blue circle. The green ring is left of a blue circle."}));
+}
+
 TEST(Pretrain, SceneSummaryPairsTrainOnImagesAndOnCaptionsThroughTextPrompts) {
   auto o = options("summary-text");
   o.vision_labels = (fixture().world / "scenes.jsonl").string();

@@ -68,6 +68,8 @@ struct Plan {
   // objectives plus the positions part at this weight: positions once the summary binds
   int64_t pre2_steps = 0;
   double pre2_positions = 0;
+  double pre2_contrast = 0;             // phase 2: the image-caption contrast at this weight (instead of text swaps)
+  int64_t pre2_contrast_relations = 0;  // 1: its negatives exchange a stated relation's two objects
   int64_t teacher_dim = 512;
   int64_t s1_steps = 0, s1_batch = 64;
   double s1_lr = 5e-4, s1_tau = 0.2;
@@ -89,7 +91,7 @@ std::vector<std::pair<std::string, PlanRef>> plan_fields(Plan& p) {
           {"vision_hidden", &p.vision_hidden}, {"text_layers", &p.text_layers},
           {"text_hidden", &p.text_hidden}, {"vision_steps", &p.vision_steps}, {"vision_position", &p.vision_position},
           {"vision_batch", &p.vision_batch}, {"pre_steps", &p.pre_steps}, {"pre_batch", &p.pre_batch},
-          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_summary_positions", &p.pre_summary_positions}, {"pre_constant_lr", &p.pre_constant_lr}, {"pre2_steps", &p.pre2_steps}, {"pre2_positions", &p.pre2_positions}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
+          {"pre_lr", &p.pre_lr}, {"pre_summary", &p.pre_summary}, {"pre_summary_pairs", &p.pre_summary_pairs}, {"pre_summary_text", &p.pre_summary_text}, {"pre_summary_text_swap", &p.pre_summary_text_swap}, {"pre_summary_contrast", &p.pre_summary_contrast}, {"pre_summary_relations", &p.pre_summary_relations}, {"pre_summary_positions", &p.pre_summary_positions}, {"pre_constant_lr", &p.pre_constant_lr}, {"pre2_steps", &p.pre2_steps}, {"pre2_positions", &p.pre2_positions}, {"pre2_contrast", &p.pre2_contrast}, {"pre2_contrast_relations", &p.pre2_contrast_relations}, {"teacher_dim", &p.teacher_dim}, {"s1_steps", &p.s1_steps},
           {"s1_batch", &p.s1_batch}, {"s1_lr", &p.s1_lr}, {"s1_tau", &p.s1_tau}, {"s1_group", &p.s1_group},
           {"s2_steps", &p.s2_steps}, {"s2_batch", &p.s2_batch}, {"s2_lr", &p.s2_lr}, {"s2_tau", &p.s2_tau}, {"s2_lora_vision", &p.s2_lora_vision},
           {"ablation_nofilter", &p.ablation_nofilter}};
@@ -519,6 +521,11 @@ int run_demo(const DemoOptions& o) {
       po.steps = p.pre2_steps;
       po.warmup_steps = std::max<int64_t>(10, p.pre2_steps / 20);
       po.summary_positions = p.pre2_positions;
+      if (p.pre2_contrast > 0) {  // the contrast's swap rows replace the text summary's swaps
+        po.summary_text_swap = 0;
+        po.summary_contrast = p.pre2_contrast;
+        po.summary_contrast_negatives = p.pre2_contrast_relations ? "relation" : "colour";
+      }
       po.seed = o.seed + 1;
       json phase2 = result_json(train::run_pretrain(po));
       for (auto& [k, v] : pre.items())  // the warm-up ran in phase 1

@@ -516,6 +516,58 @@ std::vector<float> caption_position_targets(const std::string& caption, const st
   return t;
 }
 
+namespace {
+// The caption with word spans replaced (first word index -> (last word index, new text)), an
+// article ("a"/"an") right before a replaced span agreeing with its new first letter.
+std::string replace_spans(const std::string& caption, const std::vector<Word>& words,
+                          std::map<size_t, std::pair<size_t, std::string>> put) {
+  std::map<size_t, std::pair<size_t, std::string>> articles;
+  for (const auto& [w, span] : put)
+    if (w > 0 && (words[w - 1].lower == "a" || words[w - 1].lower == "an")) {
+      const bool vowel = std::string("aeiou").find(static_cast<char>(std::tolower(static_cast<unsigned char>(span.second[0])))) !=
+                         std::string::npos;
+      const bool upper = std::isupper(static_cast<unsigned char>(caption[words[w - 1].begin]));
+      articles[w - 1] = {w - 1, std::string(upper ? "A" : "a") + (vowel ? "n" : "")};
+    }
+  put.insert(articles.begin(), articles.end());
+  std::string out;
+  size_t from = 0;
+  for (const auto& [w, span] : put) {
+    out += caption.substr(from, words[w].begin - from) + span.second;
+    from = words[span.first].end;
+  }
+  return out + caption.substr(from);
+}
+}  // namespace
+
+std::string caption_relation_swap(const std::string& caption, const std::vector<std::string>& colour_names,
+                                  const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
+  const auto words = caption_words(caption);
+  const auto named = named_pairs(words, colour_names, shape_names);
+  std::vector<size_t> options;  // i: pairs i and i + 1 around one relation word
+  for (size_t i = 0; i + 1 < named.size(); ++i) {
+    if (named[i].colour == named[i + 1].colour && named[i].shape == named[i + 1].shape) continue;
+    int found = 0;
+    for (size_t w = named[i].word + 2; w < named[i + 1].word; ++w) {
+      const std::string& x = words[w].lower;
+      const bool of = w + 1 < words.size() && words[w + 1].lower == "of";
+      found += ((x == "left" || x == "right") && of) || x == "above" || x == "over" || x == "below" || x == "under";
+    }
+    if (found == 1) options.push_back(i);
+  }
+  if (options.empty()) return "";
+  const size_t i = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
+  auto span = [&](const NamedPair& p) {  // [first word, last word] of "[size] colour shape"
+    const bool sized = p.word > 0 && (words[p.word - 1].lower == "small" || words[p.word - 1].lower == "large");
+    return std::pair<size_t, size_t>{sized ? p.word - 1 : p.word, p.word + 1};
+  };
+  const auto x = span(named[i]), y = span(named[i + 1]);
+  auto text = [&](std::pair<size_t, size_t> s) {
+    return caption.substr(words[s.first].begin, words[s.second].end - words[s.first].begin);
+  };
+  return replace_spans(caption, words, {{x.first, {x.second, text(y)}}, {y.first, {y.second, text(x)}}});
+}
+
 std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names, std::mt19937_64& rng) {
   const auto words = caption_words(caption);
@@ -527,23 +579,9 @@ std::string caption_colour_swap(const std::string& caption, const std::vector<st
         options.emplace_back(named[a].word, named[b].word);
   if (options.empty()) return "";
   const auto [x, y] = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
-  // rebuild: the two colour words exchanged, an article right before either agreeing with its new word
-  std::map<size_t, std::string> put{{x, caption.substr(words[y].begin, words[y].end - words[y].begin)},
-                                    {y, caption.substr(words[x].begin, words[x].end - words[x].begin)}};
-  for (size_t w : {x, y})
-    if (w > 0 && (words[w - 1].lower == "a" || words[w - 1].lower == "an")) {
-      const bool vowel = std::string("aeiou").find(static_cast<char>(std::tolower(static_cast<unsigned char>(put[w][0])))) !=
-                         std::string::npos;
-      const bool upper = std::isupper(static_cast<unsigned char>(caption[words[w - 1].begin]));
-      put[w - 1] = std::string(upper ? "A" : "a") + (vowel ? "n" : "");
-    }
-  std::string out;
-  size_t from = 0;
-  for (const auto& [w, text] : put) {
-    out += caption.substr(from, words[w].begin - from) + text;
-    from = words[w].end;
-  }
-  return out + caption.substr(from);
+  // the two colour words exchanged
+  return replace_spans(caption, words, {{x, {x, caption.substr(words[y].begin, words[y].end - words[y].begin)}},
+                                        {y, {y, caption.substr(words[x].begin, words[x].end - words[x].begin)}}});
 }
 
 PretrainResult run_pretrain(const PretrainOptions& o) {
@@ -767,9 +805,15 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
   // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
+  UNIME_CHECK(o.summary_contrast_negatives == "colour" || (o.summary_contrast_negatives == "relation" && contrast),
+              "pretrain: the contrast's negatives are 'colour' or (with a contrast weight > 0) 'relation' swaps, got '",
+              o.summary_contrast_negatives, "'");
+  const bool relation_negatives = o.summary_contrast_negatives == "relation";
   auto colour_swap = [&](const std::string& caption) {
     std::pair<std::string, std::vector<float>> out{
-        caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng), {}};
+        relation_negatives ? caption_relation_swap(caption, labels.colour_names, labels.shape_names, rng)
+                           : caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng),
+        {}};
     if (!out.first.empty())
       out.second = text_targets(caption_pair_targets(out.first, labels.colour_names, labels.shape_names));
     return out;
@@ -855,7 +899,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
           return static_cast<int64_t>(summary_pos.size()) - 1;
         };
         caption_row[b] = add_row(caption, *lab);
-        if (contrast && image_row[b] >= 0) {  // the hard negative: the same caption, two colours swapped
+        if (contrast && image_row[b] >= 0) {  // the hard negative: the same caption, two colours (or objects) swapped
           const auto [text, pairs_named] = colour_swap(caption);
           if (!text.empty()) swap_row[b] = add_row(text, pairs_named);
         }

@@ -73,6 +73,10 @@ struct PretrainOptions {
   /// bag-of-words embeddings. The swap rows also train the pairs head on their own pairs.
   double summary_contrast = 0;
   double summary_contrast_temperature = 0.05;
+  /// The contrast's hard negatives: "colour" (caption_colour_swap) or "relation"
+  /// (caption_relation_swap: the two objects of a stated relation exchanged, "a left of b" against
+  /// "b left of a" - the same pairs, so only where things are tells them apart).
+  std::string summary_contrast_negatives = "colour";
   /// With the "pairs" or "pairs+cells" target: the head also predicts which spatial relations hold
   /// between the named objects (summary_relation_targets from an image's scene,
   /// caption_relation_targets from a caption; binary cross-entropy over the known ones), one
@@ -131,6 +135,13 @@ std::vector<float> caption_pair_targets(const std::string& caption, const std::v
 /// no two such pairs.
 std::string caption_colour_swap(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names, std::mt19937_64& rng);
+
+/// The caption with the two objects of one stated relation exchanged - a relation word ("left of",
+/// "right of", "above", "over", "below", "under") alone between two consecutive named colour-shape
+/// pairs of different kinds, picked with rng; each object's words ([size] colour shape) move as a
+/// whole, "a"/"an" before them follow - or "" when it states no such relation.
+std::string caption_relation_swap(const std::string& caption, const std::vector<std::string>& colour_names,
+                                  const std::vector<std::string>& shape_names, std::mt19937_64& rng);
 
 /// The "relations" part of the summary target (summary_relations): for each ordered pair (a, b) of
 /// colour-shape pairs (P of them, indexed as above) and each relation r of left of, right of,
