@@ -150,8 +150,12 @@ Plan plan(const DemoOptions& o) {
         }
         found = true;
       }
-    UNIME_CHECK(found, "--set: unknown key '", key, "'; keys: see `unime demo --help-plan`");
+    UNIME_CHECK(found, "--set: unknown key '", key, "'; keys: see `unime demo --help`");
   }
+  // checked before any work starts: a second stage-0 phase needs its steps
+  UNIME_CHECK(p.pre2_steps >= 0 && (p.pre2_steps > 0 || (p.pre2_positions == 0 && p.pre2_contrast == 0 &&
+                                                          p.pre2_contrast_relations == 0)),
+              "--set pre2_steps must be >= 0, and > 0 for pre2_positions and pre2_contrast, got ", p.pre2_steps);
   return p;
 }
 
@@ -502,8 +506,6 @@ int run_demo(const DemoOptions& o) {
            {"contrast_first_loss", r.contrast_first_loss}, {"contrast_last_loss", r.contrast_last_loss},
            {"contrast_accuracy", r.contrast_accuracy}, {"contrast_swap_accuracy", r.contrast_swap_accuracy}};
     };
-    UNIME_CHECK(p.pre2_steps >= 0 && (p.pre2_steps > 0 || p.pre2_positions == 0),
-                "--set pre2_steps must be >= 0, and > 0 for pre2_positions, got ", p.pre2_steps);
     const fs::path phase1 = out / "base-phase1";
     if (p.pre2_steps > 0) po.output = phase1.string();
     if (p.pre2_steps == 0 || o.force || !fs::exists(phase1 / "model.safetensors")) {
