@@ -804,12 +804,13 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
   std::vector<double> position_summary_losses;               // the positions part, reported only
   std::vector<double> contrast_losses, contrast_acc, contrast_swap_acc;
   const bool contrast = summary && o.summary_contrast > 0;
-  // a caption with two pairs' colours swapped and the pairs it then names; empty text: none to swap
+  // a caption with two pairs' colours swapped (or, with relation negatives, a stated relation's two
+  // objects exchanged) and the pairs it then names; empty text: none to swap
   UNIME_CHECK(o.summary_contrast_negatives == "colour" || (o.summary_contrast_negatives == "relation" && contrast),
               "pretrain: the contrast's negatives are 'colour' or (with a contrast weight > 0) 'relation' swaps, got '",
               o.summary_contrast_negatives, "'");
   const bool relation_negatives = o.summary_contrast_negatives == "relation";
-  auto colour_swap = [&](const std::string& caption) {
+  auto swap_of = [&](const std::string& caption) {
     std::pair<std::string, std::vector<float>> out{
         relation_negatives ? caption_relation_swap(caption, labels.colour_names, labels.shape_names, rng)
                            : caption_colour_swap(caption, labels.colour_names, labels.shape_names, rng),
@@ -877,7 +878,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         std::string caption = ex.captions[c];
         std::pair<std::string, std::vector<float>> swapped;
         if (o.summary_text_swap > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.summary_text_swap) {
-          swapped = colour_swap(caption);
+          swapped = swap_of(caption);
           if (!swapped.first.empty()) caption = swapped.first, lab = &swapped.second;
         }
         auto add_row = [&](const std::string& text, const std::vector<float>& lab) {
@@ -900,7 +901,7 @@ PretrainResult run_pretrain(const PretrainOptions& o) {
         };
         caption_row[b] = add_row(caption, *lab);
         if (contrast && image_row[b] >= 0) {  // the hard negative: the same caption, two colours (or objects) swapped
-          const auto [text, pairs_named] = colour_swap(caption);
+          const auto [text, pairs_named] = swap_of(caption);
           if (!text.empty()) swap_row[b] = add_row(text, pairs_named);
         }
       }
