@@ -500,7 +500,7 @@ TEST(Pretrain, SceneSummaryPairsPlusCellsTrainsWhereEachObjectIs) {
   EXPECT_NEAR(rc.summary_first_loss, r.summary_cells_first_loss, 0.25 * rc.summary_first_loss);
 }
 
-TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
+TEST(Pretrain, ImageCaptionContrastTrainsWithColourOrRelationSwapNegatives) {
   auto o = options("contrast");
   o.vision_labels = (fixture().world / "scenes.jsonl").string();
   o.summary_prompts = {"<image>\nSummary above image in one word:"};
@@ -534,6 +534,20 @@ TEST(Pretrain, ImageCaptionContrastTrainsWithColourSwapNegatives) {
   bad = o;
   bad.summary_contrast_temperature = 0;
   EXPECT_NE(error_of(bad).find("a temperature > 0"), std::string::npos);
+  // relation negatives: the captions that state a relation get it reversed as their negative
+  auto rel = o;
+  rel.output = (fixture().dir / "contrast-relations").string();
+  rel.summary_contrast_negatives = "relation";
+  rel.steps = 20;
+  const auto rr = train::run_pretrain(rel);
+  EXPECT_GT(rr.contrast_first_loss, 0.8 * std::log(16.0));
+  EXPECT_GT(rr.contrast_swap_accuracy, 0);  // relation swaps were drawn and scored
+  bad = rel;
+  bad.summary_contrast_negatives = "shape";
+  EXPECT_NE(error_of(bad).find("'colour' or (with a contrast weight > 0) 'relation'"), std::string::npos) << error_of(bad);
+  bad = rel;
+  bad.summary_contrast = 0;
+  EXPECT_NE(error_of(bad).find("got 'relation'"), std::string::npos) << error_of(bad);
   bad = o;  // the text rows and the contrast are parts of the summary objective, never silently dropped
   bad.summary_weight = 0;
   EXPECT_NE(error_of(bad).find("they need a summary weight > 0"), std::string::npos);
