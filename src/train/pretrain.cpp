@@ -435,25 +435,32 @@ std::vector<float> summary_relation_targets(const std::vector<int64_t>& labels, 
 namespace {
 // The relations a caption states: (pair a, relation, pair b), pairs indexed colour * shapes + shape.
 struct Fact { int64_t a, rel, b; };
+// The relation (0..3: left of, right of, above, below) stated between named pairs i and i + 1 - the
+// one relation word between them - or -1 when there is none, more than one, or the two pairs are
+// the same.
+int64_t stated_relation(const std::vector<Word>& words, const std::vector<NamedPair>& named, size_t i) {
+  if (named[i].colour == named[i + 1].colour && named[i].shape == named[i + 1].shape) return -1;
+  int64_t rel = -1, found = 0;
+  for (size_t w = named[i].word + 2; w < named[i + 1].word; ++w) {
+    const std::string& x = words[w].lower;
+    const bool of = w + 1 < words.size() && words[w + 1].lower == "of";
+    const int64_t r = (x == "left" && of) ? 0 : (x == "right" && of) ? 1 : (x == "above" || x == "over") ? 2
+                      : (x == "below" || x == "under")                ? 3
+                                                                      : -1;
+    if (r >= 0) rel = r, ++found;
+  }
+  return found == 1 ? rel : -1;
+}
+
 std::vector<Fact> caption_facts(const std::string& caption, const std::vector<std::string>& colour_names,
                                 const std::vector<std::string>& shape_names) {
   const auto S = static_cast<int64_t>(shape_names.size());
   std::vector<Fact> facts;
   const auto words = caption_words(caption);
   const auto named = named_pairs(words, colour_names, shape_names);
-  for (size_t i = 0; i + 1 < named.size(); ++i) {
-    int64_t rel = -1, found = 0;
-    for (size_t w = named[i].word + 2; w < named[i + 1].word; ++w) {
-      const std::string& x = words[w].lower;
-      const bool of = w + 1 < words.size() && words[w + 1].lower == "of";
-      const int64_t r = (x == "left" && of) ? 0 : (x == "right" && of) ? 1 : (x == "above" || x == "over") ? 2
-                        : (x == "below" || x == "under")                ? 3
-                                                                        : -1;
-      if (r >= 0) rel = r, ++found;
-    }
-    const int64_t a = named[i].colour * S + named[i].shape, b = named[i + 1].colour * S + named[i + 1].shape;
-    if (found == 1 && a != b) facts.push_back({a, rel, b});
-  }
+  for (size_t i = 0; i + 1 < named.size(); ++i)
+    if (const int64_t rel = stated_relation(words, named, i); rel >= 0)
+      facts.push_back({named[i].colour * S + named[i].shape, rel, named[i + 1].colour * S + named[i + 1].shape});
   return facts;
 }
 }  // namespace
@@ -545,16 +552,8 @@ std::string caption_relation_swap(const std::string& caption, const std::vector<
   const auto words = caption_words(caption);
   const auto named = named_pairs(words, colour_names, shape_names);
   std::vector<size_t> options;  // i: pairs i and i + 1 around one relation word
-  for (size_t i = 0; i + 1 < named.size(); ++i) {
-    if (named[i].colour == named[i + 1].colour && named[i].shape == named[i + 1].shape) continue;
-    int found = 0;
-    for (size_t w = named[i].word + 2; w < named[i + 1].word; ++w) {
-      const std::string& x = words[w].lower;
-      const bool of = w + 1 < words.size() && words[w + 1].lower == "of";
-      found += ((x == "left" || x == "right") && of) || x == "above" || x == "over" || x == "below" || x == "under";
-    }
-    if (found == 1) options.push_back(i);
-  }
+  for (size_t i = 0; i + 1 < named.size(); ++i)
+    if (stated_relation(words, named, i) >= 0) options.push_back(i);
   if (options.empty()) return "";
   const size_t i = options[std::uniform_int_distribution<size_t>(0, options.size() - 1)(rng)];
   auto span = [&](const NamedPair& p) {  // [first word, last word] of "[size] colour shape"
